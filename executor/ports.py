@@ -1,0 +1,242 @@
+"""The seams between the engine and the world, as Protocols.
+
+The engine is written against these and never names an adapter: SSH through
+Fabric, Ansible through ansible-runner, Vault through hvac, SQLite, the JSON
+Lines audit file and the wall clock all plug in here (``executor.wiring`` picks
+them). A rehearsal plugs in scripted actions and a fake clock instead.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+from executor.model import Action, CredentialSpec
+
+
+class CancelToken:
+    """Set when in-flight work must stop: kill-switch, ``runbook kill`` or a timeout.
+
+    Actions poll ``cancelled`` or wait on it; whoever cancels says why, so the
+    step's result and the audit can tell a timeout from a kill.
+    """
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self.reason: str | None = None
+
+    def cancel(self, reason: str) -> None:
+        if not self._event.is_set():
+            self.reason = reason
+            self._event.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._event.is_set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Sleep up to ``timeout`` seconds; True as soon as cancelled."""
+        return self._event.wait(timeout)
+
+
+@dataclass(frozen=True)
+class HostResult:
+    """What one host did for one step."""
+
+    host: str
+    rc: int | None
+    stdout: str = ""
+    stderr: str = ""
+    ok: bool = False
+    error: str | None = None  # unreachable, auth refused, cut off...
+    started: float | None = None
+    finished: float | None = None
+    cut_off: bool = False
+
+
+@dataclass(frozen=True)
+class ActionResult:
+    """The outcome of one action. ``ok`` decides success before ``assert`` runs.
+
+    Single-place actions (local, http) fill ``rc``/``stdout``/``stderr``;
+    host actions also fill ``hosts`` (one entry per host) and set the top
+    level from the aggregate (``rc`` is the worst rc, ``stdout`` is the only
+    host's output when there is one host).
+    """
+
+    ok: bool
+    rc: int | None = None
+    stdout: str = ""
+    stderr: str = ""
+    error: str | None = None
+    hosts: Mapping[str, HostResult] = field(default_factory=dict)
+    data: Mapping[str, Any] = field(default_factory=dict)  # e.g. http status/json
+    cancelled: bool = False
+    timed_out: bool = False
+
+    def as_context(self) -> dict[str, Any]:
+        """The ``result`` object that ``outputs``, ``assert`` and ``until`` see."""
+        context: dict[str, Any] = {
+            "ok": self.ok,
+            "rc": self.rc,
+            "stdout": self.stdout,
+            "stderr": self.stderr,
+            "error": self.error,
+            "hosts": {
+                name: {"rc": h.rc, "stdout": h.stdout, "stderr": h.stderr, "ok": h.ok}
+                for name, h in self.hosts.items()
+            },
+        }
+        context.update(self.data)
+        return context
+
+
+@dataclass(frozen=True)
+class ActionRequest:
+    """Everything an action needs, already rendered: no template reaches an adapter.
+
+    ``hosts`` is the resolved target (host actions only). ``credential`` is the
+    issued credential for the step, if it declared one. ``mask`` hides secrets
+    in anything the action reports. ``dry_run`` asks for check mode where the
+    adapter has one and for nothing at all where it does not.
+    """
+
+    run_id: str
+    step_id: str
+    action: Action
+    hosts: Sequence[str] = ()
+    credential: IssuedCredential | None = None
+    timeout: float | None = None
+    dry_run: bool = False
+    mask: Callable[[str], str] = field(default=str)
+    on_event: Callable[[str, Mapping[str, Any]], None] | None = None
+    """Per-host progress (e.g. an Ansible task finished on a host): audited and shown."""
+
+
+@runtime_checkable
+class ActionRunner(Protocol):
+    """Carries out one kind of action (``kind`` names it: ssh, local...)."""
+
+    kind: str
+
+    def run(self, request: ActionRequest, cancel: CancelToken) -> ActionResult: ...
+
+
+@dataclass(frozen=True)
+class IssuedCredential:
+    """A credential issued for one run. ``secret_values`` feed the masker.
+
+    ``material`` holds what the adapter needs (a key pair and certificate, a
+    KV value); it is never written to state or audit. ``public`` is what the
+    audit may record: lease id, serial, principals, TTL.
+    """
+
+    name: str
+    kind: str
+    public: Mapping[str, Any]
+    material: Any = None
+    secret_values: tuple[str, ...] = ()
+    expires_at: float | None = None
+
+
+class CredentialProvider(Protocol):
+    """Issues and revokes short-lived credentials for one run."""
+
+    def issue(self, spec: CredentialSpec, *, run_id: str, ttl: float) -> IssuedCredential: ...
+
+    def revoke_all(self) -> list[Mapping[str, Any]]:
+        """Revoke everything issued for the run; the list is for the audit."""
+        ...
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    seq: int
+    ts: str
+    run_id: str | None
+    actor: str | None
+    runbook: str | None
+    sha256: str | None
+    event: str
+    step: str | None
+    data: Mapping[str, Any]
+    prev: str
+    hash: str
+
+
+class AuditSink(Protocol):
+    """Append-only, hash-chained, fail-closed (DESIGN.md section 3).
+
+    ``append`` returns only once the record is durable; if it cannot be
+    written it raises ``AuditWriteError`` and the caller must not act.
+    """
+
+    def append(
+        self,
+        event: str,
+        *,
+        run_id: str | None = None,
+        actor: str | None = None,
+        runbook: str | None = None,
+        sha256: str | None = None,
+        step: str | None = None,
+        data: Mapping[str, Any] | None = None,
+    ) -> AuditRecord: ...
+
+    def records(self, run_id: str | None = None) -> list[AuditRecord]: ...
+
+
+class Clock(Protocol):
+    """Wall time for records, monotonic time for durations, and sleeping."""
+
+    def now(self) -> float: ...
+
+    def monotonic(self) -> float: ...
+
+    def sleep(self, seconds: float, cancel: CancelToken | None = None) -> bool:
+        """Sleep; True if ``cancel`` fired first."""
+        ...
+
+
+class StateStore(Protocol):
+    """Durable state of runs, steps, approvals, locks, cooldowns and the kill-switch.
+
+    Several processes may share one store (a CLI approving while another
+    process runs), so every method is a short transaction of its own.
+    """
+
+    # runs
+    def create_run(self, run: Mapping[str, Any]) -> None: ...
+    def get_run(self, run_id: str) -> dict[str, Any]: ...
+    def update_run(self, run_id: str, **fields: Any) -> None: ...
+    def list_runs(self, *, limit: int = 50, status: str | None = None) -> list[dict[str, Any]]: ...
+
+    # steps (one row per run and step; the conductor state is the truth, these serve queries)
+    def upsert_step(self, run_id: str, step_id: str, **fields: Any) -> None: ...
+    def get_steps(self, run_id: str) -> list[dict[str, Any]]: ...
+
+    # approvals
+    def add_approval(self, run_id: str, step_id: str, decision: Mapping[str, Any]) -> None: ...
+    def get_approvals(self, run_id: str, step_id: str | None = None) -> list[dict[str, Any]]: ...
+
+    # concurrency locks and cooldowns
+    def acquire_lock(self, key: str, run_id: str, limit: int) -> bool: ...
+    def release_lock(self, key: str, run_id: str) -> None: ...
+    def holders(self, key: str) -> list[str]: ...
+    def set_cooldown(self, key: str, until: float) -> None: ...
+    def cooldown_until(self, key: str) -> float | None: ...
+
+    # kill-switch: scope is "*" (global) or a runbook name
+    def engage_killswitch(self, scope: str, *, reason: str, actor: str, at: float) -> None: ...
+    def release_killswitch(self, scope: str, *, actor: str, at: float) -> None: ...
+    def killswitch(self, runbook: str | None = None) -> dict[str, Any] | None:
+        """The engaged switch that applies to ``runbook`` (global first), or None."""
+        ...
+
+    def killswitches(self) -> list[dict[str, Any]]: ...
+
+
+Masker = Callable[[str], str]
+"""Replaces every known secret (and its base64 / URL-encoded forms) by ``***``."""
