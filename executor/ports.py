@@ -136,8 +136,8 @@ class IssuedCredential:
     name: str
     kind: str
     public: Mapping[str, Any]
-    material: Any = None
-    secret_values: tuple[str, ...] = ()
+    material: Any = field(default=None, repr=False)
+    secret_values: tuple[str, ...] = field(default=(), repr=False)
     expires_at: float | None = None
 
 
