@@ -1,0 +1,651 @@
+"""Durable state in SQLite, behind the ``StateStore`` port (DESIGN.md section 4).
+
+Several processes share one state file: an engine running a run, a CLI
+approving a step or engaging the kill-switch, a server receiving alerts. So the
+database runs in WAL mode (readers never wait for the writer), every method is
+one short transaction (``BEGIN IMMEDIATE`` where it reads then writes, so two
+processes cannot both take the last lock slot), and a busy timeout makes a
+second writer wait its turn instead of failing. A kill-switch engaged by one
+process is visible to the next read of every other process: there is no cache.
+
+The schema is versioned with ``PRAGMA user_version``; ``_MIGRATIONS`` only
+ever grows, so an old state file is upgraded in place and a file written by a
+newer executor is refused rather than misread.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from executor.errors import ApprovalRefused, NotFound, StoreError
+
+SCHEMA_VERSION_1: tuple[str, ...] = (
+    """CREATE TABLE runs (
+        id TEXT PRIMARY KEY,
+        runbook TEXT,
+        version TEXT,
+        sha256 TEXT,
+        source TEXT,
+        status TEXT NOT NULL DEFAULT 'pending',
+        actor TEXT,
+        "trigger" TEXT,
+        inputs TEXT,
+        alert TEXT,
+        dry_run INTEGER NOT NULL DEFAULT 0,
+        concurrency_key TEXT,
+        created REAL NOT NULL,
+        updated REAL NOT NULL,
+        finished REAL,
+        state TEXT,
+        error TEXT,
+        kill_requested INTEGER NOT NULL DEFAULT 0,
+        kill_by TEXT,
+        kill_reason TEXT,
+        kill_at REAL
+    )""",
+    "CREATE INDEX runs_status ON runs(status)",
+    "CREATE INDEX runs_created ON runs(created)",
+    "CREATE INDEX runs_runbook ON runs(runbook, created)",
+    """CREATE TABLE steps (
+        run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+        step_id TEXT NOT NULL,
+        status TEXT NOT NULL DEFAULT 'pending',
+        attempts INTEGER NOT NULL DEFAULT 0,
+        started REAL,
+        finished REAL,
+        hosts TEXT,
+        outputs TEXT,
+        error TEXT,
+        PRIMARY KEY (run_id, step_id)
+    )""",
+    """CREATE TABLE approvals (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+        step_id TEXT NOT NULL,
+        approver TEXT NOT NULL,
+        decision TEXT NOT NULL CHECK (decision IN ('approve', 'deny')),
+        reason TEXT,
+        at REAL NOT NULL,
+        sha256 TEXT,
+        UNIQUE (run_id, step_id, approver)
+    )""",
+    """CREATE TABLE locks (
+        "key" TEXT NOT NULL,
+        run_id TEXT NOT NULL,
+        acquired REAL NOT NULL,
+        PRIMARY KEY ("key", run_id)
+    )""",
+    "CREATE INDEX locks_run ON locks(run_id)",
+    """CREATE TABLE cooldowns (
+        "key" TEXT PRIMARY KEY,
+        until REAL NOT NULL
+    )""",
+    """CREATE TABLE killswitch_events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        scope TEXT NOT NULL,
+        engaged INTEGER NOT NULL,
+        reason TEXT,
+        actor TEXT,
+        at REAL NOT NULL
+    )""",
+    "CREATE INDEX killswitch_scope ON killswitch_events(scope, id)",
+)
+
+_MIGRATIONS: tuple[tuple[str, ...], ...] = (SCHEMA_VERSION_1,)
+"""Migration N (1-based) brings ``user_version`` from N-1 to N. Append only."""
+
+SCHEMA_VERSION = len(_MIGRATIONS)
+
+RUN_COLUMNS = frozenset(
+    {
+        "id", "runbook", "version", "sha256", "source", "status", "actor", "trigger",
+        "inputs", "alert", "dry_run", "concurrency_key", "created", "updated", "finished",
+        "state", "error", "kill_requested", "kill_by", "kill_reason", "kill_at",
+    }
+)  # fmt: skip
+STEP_COLUMNS = frozenset({"status", "attempts", "started", "finished", "hosts", "outputs", "error"})
+APPROVAL_FIELDS = frozenset({"approver", "decision", "reason", "at", "sha256"})
+_JSON_COLUMNS = frozenset({"inputs", "alert", "state", "hosts", "outputs"})
+_BOOL_COLUMNS = frozenset({"dry_run", "kill_requested", "engaged"})
+_DECISIONS = frozenset({"approve", "deny"})
+
+# Primary SQLite result codes (extended codes carry them in their low byte).
+_SQLITE_PERM, _SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_READONLY = 3, 5, 6, 8
+_SQLITE_IOERR, _SQLITE_CORRUPT, _SQLITE_FULL, _SQLITE_CANTOPEN = 10, 11, 13, 14
+_SQLITE_NOTADB = 26
+
+
+def _json_default(value: Any) -> Any:
+    """Frozen model objects (mapping proxies, sets, enums) are stored as plain JSON."""
+    if isinstance(value, Mapping):
+        return dict(value)
+    if isinstance(value, set | frozenset):
+        return sorted(value, key=str)
+    if isinstance(value, Enum):
+        return value.value
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def _encode(column: str, value: Any) -> Any:
+    """One Python value as the SQLite value of ``column``."""
+    if value is None:
+        return None
+    if column in _JSON_COLUMNS:
+        try:
+            return json.dumps(value, default=_json_default, ensure_ascii=False)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"cannot store {column!r} as JSON: {exc}") from exc
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, Mapping | list | tuple | set | frozenset):
+        raise ValueError(f"column {column!r} holds a single value, not {type(value).__name__}")
+    return value
+
+
+def _decode(row: sqlite3.Row) -> dict[str, Any]:
+    """A row as a plain dict, with JSON columns decoded and flags as booleans."""
+    result: dict[str, Any] = {}
+    for column in row.keys():  # noqa: SIM118 - sqlite3.Row is not iterable by key
+        value = row[column]
+        if column in _JSON_COLUMNS and value is not None:
+            value = json.loads(value)
+        elif column in _BOOL_COLUMNS and value is not None:
+            value = bool(value)
+        result[column] = value
+    return result
+
+
+def _check_columns(fields: Iterable[str], allowed: frozenset[str], what: str) -> None:
+    unknown = sorted(set(fields) - allowed)
+    if unknown:
+        raise ValueError(
+            f"unknown {what} field(s) {', '.join(unknown)}; known: {', '.join(sorted(allowed))}"
+        )
+
+
+def _quoted(column: str) -> str:
+    return f'"{column}"'
+
+
+class SqliteStore:
+    """The ``StateStore`` port on one SQLite file, safe across threads and processes.
+
+    Each thread (and each process after a fork) gets its own connection, since
+    a SQLite connection must not be shared by concurrent callers. ``clock``
+    stamps ``created``/``updated``/``at`` when the caller does not.
+    """
+
+    def __init__(
+        self,
+        path: Path | str,
+        *,
+        busy_timeout: float = 5.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.path = Path(path)
+        self.busy_timeout = busy_timeout
+        self._clock = clock
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._all_lock = threading.Lock()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(
+                f"cannot create the state directory {self.path.parent}: {exc.strerror}",
+                hint="point RUNBOOK_HOME at a writable directory",
+            ) from exc
+        self._migrate()
+
+    # ------------------------------------------------------------------ plumbing
+
+    def close(self) -> None:
+        """Close every connection this store opened (in any thread)."""
+        with self._all_lock:
+            connections, self._all = self._all, []
+        for conn in connections:
+            conn.close()
+        self._local = threading.local()
+
+    def __enter__(self) -> SqliteStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _conn(self) -> sqlite3.Connection:
+        cached = getattr(self._local, "conn", None)
+        if cached is not None and cached[0] == os.getpid():
+            return cached[1]
+        try:
+            conn = self._open()
+        except sqlite3.Error as exc:
+            raise self._error(exc) from exc
+        self._local.conn = (os.getpid(), conn)
+        with self._all_lock:
+            self._all.append(conn)
+        return conn
+
+    def _open(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self.path,
+            timeout=self.busy_timeout,
+            isolation_level=None,  # we issue BEGIN/COMMIT ourselves
+            check_same_thread=False,  # only close() crosses threads
+        )
+        try:
+            conn.row_factory = sqlite3.Row
+            conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+            mode = self._enable_wal(conn)
+            if mode != "wal":
+                raise StoreError(
+                    f"the state database at {self.path} cannot use WAL mode (got {mode!r})",
+                    hint="keep RUNBOOK_HOME on a local filesystem (not NFS or a FUSE mount)",
+                )
+            # A finished step must survive a power cut: never repeat it on resume.
+            conn.execute("PRAGMA synchronous = FULL")
+            conn.execute("PRAGMA foreign_keys = ON")
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _enable_wal(self, conn: sqlite3.Connection) -> str:
+        """Switch to WAL (persistent in the file), waiting out processes doing the same.
+
+        Changing the journal mode takes an exclusive lock without calling the
+        busy handler, so processes opening a fresh file together would fail at
+        once: retry until ``busy_timeout`` instead.
+        """
+        deadline = time.monotonic() + self.busy_timeout
+        while True:
+            try:
+                mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+                if str(mode).lower() != "wal":
+                    mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                return str(mode).lower()
+            except sqlite3.OperationalError as exc:
+                code = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF
+                if code not in (_SQLITE_BUSY, _SQLITE_LOCKED) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
+
+    @contextmanager
+    def _tx(self, *, write: bool) -> Iterator[sqlite3.Connection]:
+        """One short transaction; sqlite3 errors leave as ``StoreError``.
+
+        Writes start with ``BEGIN IMMEDIATE`` so the write lock is taken up
+        front: a read-modify-write cannot be overtaken between its read and
+        its write, and a busy database is waited for rather than deadlocked.
+        """
+        conn = self._conn()
+        try:
+            conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise self._error(exc) from exc
+
+    def _error(self, exc: sqlite3.Error) -> StoreError:
+        """The sqlite3 error as a ``StoreError`` that says what to do."""
+        code = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF
+        where = f"the state database at {self.path}"
+        if code in (_SQLITE_BUSY, _SQLITE_LOCKED):
+            return StoreError(
+                f"{where} is locked by another process for more than {self.busy_timeout:g} s",
+                hint=f"find the process holding it (fuser {self.path}) and retry; "
+                "a stuck `runbook` process may need `runbook kill` or a restart",
+            )
+        if code in (_SQLITE_CORRUPT, _SQLITE_NOTADB):
+            return StoreError(
+                f"{where} is corrupt or not a SQLite database ({exc})",
+                hint=f"move it aside (mv {self.path} {self.path}.broken) and restore it from a "
+                "backup; runs recorded in it cannot be resumed until then",
+            )
+        if code == _SQLITE_FULL:
+            return StoreError(f"{where} cannot grow: the disk is full", hint="free space, retry")
+        if code in (_SQLITE_CANTOPEN, _SQLITE_PERM, _SQLITE_READONLY):
+            return StoreError(
+                f"cannot open or write {where} ({exc})",
+                hint="check that the file and its directory exist and are writable by this "
+                "user, or point RUNBOOK_HOME elsewhere",
+            )
+        if code == _SQLITE_IOERR:
+            return StoreError(f"{where} hit an I/O error ({exc})", hint="check the disk (dmesg)")
+        return StoreError(f"{where} failed: {exc}", hint="retry; report it if it persists")
+
+    def _migrate(self) -> None:
+        """Bring the schema to ``SCHEMA_VERSION``; safe when processes race to do it."""
+        with self._tx(write=True) as conn:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise StoreError(
+                    f"the state database at {self.path} has schema version {version}, newer "
+                    f"than this executor understands ({SCHEMA_VERSION})",
+                    hint="upgrade runbook, or point RUNBOOK_HOME at another state directory",
+                )
+            if version == 0:
+                self._refuse_foreign(conn)
+            for number in range(version + 1, SCHEMA_VERSION + 1):
+                for statement in _MIGRATIONS[number - 1]:
+                    conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {number}")
+
+    def _refuse_foreign(self, conn: sqlite3.Connection) -> None:
+        tables = conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+        ).fetchall()
+        if tables:
+            raise StoreError(
+                f"{self.path} is a SQLite database but not a runbook state database "
+                f"(it holds tables {', '.join(sorted(t[0] for t in tables))})",
+                hint="point RUNBOOK_HOME at the directory holding the runbook state.db",
+            )
+
+    def schema_version(self) -> int:
+        """The schema version of the file (``SCHEMA_VERSION`` once opened)."""
+        with self._tx(write=False) as conn:
+            return int(conn.execute("PRAGMA user_version").fetchone()[0])
+
+    def journal_mode(self) -> str:
+        with self._tx(write=False) as conn:
+            return str(conn.execute("PRAGMA journal_mode").fetchone()[0])
+
+    # ---------------------------------------------------------------------- runs
+
+    def create_run(self, run: Mapping[str, Any]) -> None:
+        """Record a new run. ``id`` is required; ``inputs`` must already be masked."""
+        _check_columns(run, RUN_COLUMNS, "run")
+        if not run.get("id"):
+            raise ValueError("a run needs an 'id'")
+        now = self._clock()
+        row = {"status": "pending", "created": now, "updated": now, **run}
+        columns = list(row)
+        sql = (
+            f"INSERT INTO runs ({', '.join(map(_quoted, columns))}) "
+            f"VALUES ({', '.join('?' for _ in columns)})"
+        )
+        with self._tx(write=True) as conn:
+            try:
+                conn.execute(sql, [_encode(c, row[c]) for c in columns])
+            except sqlite3.IntegrityError as exc:
+                raise StoreError(
+                    f"a run with id {run['id']!r} already exists in {self.path}",
+                    hint="run ids must be unique; generate a new one",
+                ) from exc
+
+    def get_run(self, run_id: str) -> dict[str, Any]:
+        with self._tx(write=False) as conn:
+            row = conn.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
+        if row is None:
+            raise self._no_run(run_id)
+        return _decode(row)
+
+    def update_run(self, run_id: str, **fields: Any) -> None:
+        """Set some columns of a run (``updated`` is stamped unless given)."""
+        _check_columns(fields, RUN_COLUMNS - {"id"}, "run")
+        row = {"updated": self._clock(), **fields}
+        assignments = ", ".join(f"{_quoted(c)} = ?" for c in row)
+        values = [_encode(c, v) for c, v in row.items()]
+        with self._tx(write=True) as conn:
+            cursor = conn.execute(f"UPDATE runs SET {assignments} WHERE id = ?", [*values, run_id])
+            if cursor.rowcount == 0:
+                raise self._no_run(run_id)
+
+    def list_runs(
+        self, *, limit: int = 50, status: str | None = None, runbook: str | None = None
+    ) -> list[dict[str, Any]]:
+        """The newest runs first, optionally of one status and/or one runbook."""
+        clauses, values = [], []
+        if status is not None:
+            clauses.append("status = ?")
+            values.append(_encode("status", status))
+        if runbook is not None:
+            clauses.append("runbook = ?")
+            values.append(runbook)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        sql = f"SELECT * FROM runs {where} ORDER BY created DESC, rowid DESC LIMIT ?"
+        with self._tx(write=False) as conn:
+            return [_decode(r) for r in conn.execute(sql, [*values, int(limit)])]
+
+    def runs_by_status(self, statuses: Iterable[str]) -> list[dict[str, Any]]:
+        """Every run in one of ``statuses``, oldest first: what a restart must resume."""
+        wanted = [_encode("status", s) for s in statuses]
+        if not wanted:
+            return []
+        marks = ", ".join("?" for _ in wanted)
+        sql = f"SELECT * FROM runs WHERE status IN ({marks}) ORDER BY created, rowid"
+        with self._tx(write=False) as conn:
+            return [_decode(r) for r in conn.execute(sql, wanted)]
+
+    def request_kill(
+        self, run_id: str, actor: str, reason: str, *, at: float | None = None
+    ) -> None:
+        """Ask the engine running ``run_id`` to stop; it reads this before every step."""
+        with self._tx(write=True) as conn:
+            cursor = conn.execute(
+                "UPDATE runs SET kill_requested = 1, kill_by = ?, kill_reason = ?, kill_at = ?, "
+                "updated = ? WHERE id = ?",
+                (actor, reason, self._clock() if at is None else at, self._clock(), run_id),
+            )
+            if cursor.rowcount == 0:
+                raise self._no_run(run_id)
+
+    def _no_run(self, run_id: str) -> NotFound:
+        return NotFound(
+            f"no run with id {run_id!r} in {self.path}",
+            hint="list the recent runs with `runbook runs`",
+        )
+
+    # --------------------------------------------------------------------- steps
+
+    def upsert_step(self, run_id: str, step_id: str, **fields: Any) -> None:
+        """Create the step row or update only the given columns."""
+        _check_columns(fields, STEP_COLUMNS, "step")
+        columns = list(fields)
+        values = [_encode(c, fields[c]) for c in columns]
+        names = ", ".join(["run_id", "step_id", *map(_quoted, columns)])
+        marks = ", ".join("?" for _ in range(len(columns) + 2))
+        if columns:
+            updates = ", ".join(f"{_quoted(c)} = excluded.{_quoted(c)}" for c in columns)
+            conflict = f"DO UPDATE SET {updates}"
+        else:
+            conflict = "DO NOTHING"
+        sql = (
+            f"INSERT INTO steps ({names}) VALUES ({marks}) ON CONFLICT(run_id, step_id) {conflict}"
+        )
+        with self._tx(write=True) as conn:
+            try:
+                conn.execute(sql, [run_id, step_id, *values])
+            except sqlite3.IntegrityError as exc:
+                raise self._no_run(run_id) from exc
+
+    def get_steps(self, run_id: str) -> list[dict[str, Any]]:
+        """The step rows of a run in the order they were first recorded."""
+        with self._tx(write=False) as conn:
+            rows = conn.execute(
+                "SELECT * FROM steps WHERE run_id = ? ORDER BY rowid", (run_id,)
+            ).fetchall()
+        return [_decode(r) for r in rows]
+
+    # ----------------------------------------------------------------- approvals
+
+    def add_approval(self, run_id: str, step_id: str, decision: Mapping[str, Any]) -> None:
+        """Record one person's decision; a second decision by the same person is refused.
+
+        ``decision`` holds ``approver``, ``decision`` (approve or deny), and
+        optionally ``reason``, ``at`` and ``sha256`` (the runbook content the
+        approver saw). The unique constraint makes two racing CLIs safe.
+        """
+        _check_columns(decision, APPROVAL_FIELDS, "approval")
+        if not decision.get("approver"):
+            raise ValueError("an approval needs an 'approver'")
+        verdict = _encode("decision", decision.get("decision"))
+        if verdict not in _DECISIONS:
+            raise ValueError(f"decision must be 'approve' or 'deny', not {verdict!r}")
+        row = (
+            run_id,
+            step_id,
+            decision["approver"],
+            verdict,
+            decision.get("reason"),
+            self._clock() if decision.get("at") is None else decision["at"],
+            decision.get("sha256"),
+        )
+        with self._tx(write=True) as conn:
+            if conn.execute("SELECT 1 FROM runs WHERE id = ?", (run_id,)).fetchone() is None:
+                raise self._no_run(run_id)
+            try:
+                conn.execute(
+                    "INSERT INTO approvals (run_id, step_id, approver, decision, reason, at, "
+                    "sha256) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    row,
+                )
+            except sqlite3.IntegrityError as exc:
+                raise ApprovalRefused(
+                    f"{decision['approver']} already decided step {step_id!r} of run {run_id}",
+                    hint="each approver decides once; ask another member of the group",
+                ) from exc
+
+    def get_approvals(self, run_id: str, step_id: str | None = None) -> list[dict[str, Any]]:
+        sql, values = "SELECT * FROM approvals WHERE run_id = ?", [run_id]
+        if step_id is not None:
+            sql += " AND step_id = ?"
+            values.append(step_id)
+        with self._tx(write=False) as conn:
+            return [_decode(r) for r in conn.execute(sql + " ORDER BY id", values)]
+
+    # ------------------------------------------------------- locks and cooldowns
+
+    def acquire_lock(self, key: str, run_id: str, limit: int) -> bool:
+        """Take one of ``limit`` slots on ``key``; True if held (again) by ``run_id``."""
+        if limit < 1:
+            raise ValueError(f"a concurrency limit must be at least 1, not {limit}")
+        with self._tx(write=True) as conn:
+            holders = [
+                r[0] for r in conn.execute('SELECT run_id FROM locks WHERE "key" = ?', (key,))
+            ]
+            if run_id in holders:
+                return True
+            if len(holders) >= limit:
+                return False
+            conn.execute(
+                'INSERT INTO locks ("key", run_id, acquired) VALUES (?, ?, ?)',
+                (key, run_id, self._clock()),
+            )
+            return True
+
+    def release_lock(self, key: str, run_id: str) -> None:
+        with self._tx(write=True) as conn:
+            conn.execute('DELETE FROM locks WHERE "key" = ? AND run_id = ?', (key, run_id))
+
+    def release_locks(self, run_id: str) -> list[str]:
+        """Release every lock ``run_id`` holds (its run ended); returns their keys."""
+        with self._tx(write=True) as conn:
+            keys = [
+                r[0] for r in conn.execute('SELECT "key" FROM locks WHERE run_id = ?', (run_id,))
+            ]
+            conn.execute("DELETE FROM locks WHERE run_id = ?", (run_id,))
+        return keys
+
+    def holders(self, key: str) -> list[str]:
+        """The runs holding ``key``, first come first."""
+        with self._tx(write=False) as conn:
+            rows = conn.execute(
+                'SELECT run_id FROM locks WHERE "key" = ? ORDER BY acquired, rowid', (key,)
+            ).fetchall()
+        return [r[0] for r in rows]
+
+    def set_cooldown(self, key: str, until: float) -> None:
+        with self._tx(write=True) as conn:
+            conn.execute(
+                'INSERT INTO cooldowns ("key", until) VALUES (?, ?) '
+                'ON CONFLICT("key") DO UPDATE SET until = excluded.until',
+                (key, float(until)),
+            )
+
+    def cooldown_until(self, key: str) -> float | None:
+        """When the cooldown on ``key`` ends (may be past: the caller compares with now)."""
+        with self._tx(write=False) as conn:
+            row = conn.execute('SELECT until FROM cooldowns WHERE "key" = ?', (key,)).fetchone()
+        return None if row is None else float(row[0])
+
+    # --------------------------------------------------------------- kill-switch
+
+    def engage_killswitch(self, scope: str, *, reason: str, actor: str, at: float) -> None:
+        """Engage for ``scope`` ("*" = every runbook); engaging again updates the reason."""
+        self._switch(scope, engaged=True, reason=reason, actor=actor, at=at)
+
+    def release_killswitch(self, scope: str, *, actor: str, at: float) -> None:
+        """Release ``scope``; releasing a switch that is not engaged changes nothing."""
+        self._switch(scope, engaged=False, reason=None, actor=actor, at=at)
+
+    def _switch(
+        self, scope: str, *, engaged: bool, reason: str | None, actor: str, at: float
+    ) -> None:
+        if not scope:
+            raise ValueError("a kill-switch scope is '*' (every runbook) or a runbook name")
+        with self._tx(write=True) as conn:
+            current = self._current_switch(conn, scope)
+            if not engaged and current is None:
+                return
+            conn.execute(
+                "INSERT INTO killswitch_events (scope, engaged, reason, actor, at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (scope, int(engaged), reason, actor, at),
+            )
+
+    @staticmethod
+    def _current_switch(conn: sqlite3.Connection, scope: str) -> dict[str, Any] | None:
+        row = conn.execute(
+            "SELECT scope, engaged, reason, actor, at FROM killswitch_events "
+            "WHERE scope = ? ORDER BY id DESC LIMIT 1",
+            (scope,),
+        ).fetchone()
+        if row is None or not row["engaged"]:
+            return None
+        return _decode(row)
+
+    def killswitch(self, runbook: str | None = None) -> dict[str, Any] | None:
+        """The engaged switch that applies to ``runbook`` (global first), or None."""
+        with self._tx(write=False) as conn:
+            found = self._current_switch(conn, "*")
+            if found is None and runbook is not None and runbook != "*":
+                found = self._current_switch(conn, runbook)
+        return found
+
+    def killswitches(self) -> list[dict[str, Any]]:
+        """Every switch engaged now, global first then by runbook name."""
+        sql = (
+            "SELECT scope, engaged, reason, actor, at FROM killswitch_events AS e "
+            "WHERE id = (SELECT MAX(id) FROM killswitch_events WHERE scope = e.scope) "
+            "AND engaged = 1 ORDER BY scope != '*', scope"
+        )
+        with self._tx(write=False) as conn:
+            return [_decode(r) for r in conn.execute(sql)]
+
+    def killswitch_history(self, limit: int = 100) -> list[dict[str, Any]]:
+        """Engagements and releases, newest first: who stopped automation, when and why."""
+        with self._tx(write=False) as conn:
+            rows = conn.execute(
+                "SELECT scope, engaged, reason, actor, at FROM killswitch_events "
+                "ORDER BY id DESC LIMIT ?",
+                (int(limit),),
+            ).fetchall()
+        return [_decode(r) for r in rows]
