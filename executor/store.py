@@ -100,7 +100,15 @@ SCHEMA_VERSION_1: tuple[str, ...] = (
     "CREATE INDEX killswitch_scope ON killswitch_events(scope, id)",
 )
 
-_MIGRATIONS: tuple[tuple[str, ...], ...] = (SCHEMA_VERSION_1,)
+SCHEMA_VERSION_2: tuple[str, ...] = (
+    # The exact runbook text a run started with: resume and approvals use it,
+    # not whatever file sits at the source path now.
+    "ALTER TABLE runs ADD COLUMN runbook_text TEXT",
+    # pid@host of the process executing the run, so `resume` refuses a live one.
+    "ALTER TABLE runs ADD COLUMN owner TEXT",
+)
+
+_MIGRATIONS: tuple[tuple[str, ...], ...] = (SCHEMA_VERSION_1, SCHEMA_VERSION_2)
 """Migration N (1-based) brings ``user_version`` from N-1 to N. Append only."""
 
 SCHEMA_VERSION = len(_MIGRATIONS)
@@ -110,6 +118,7 @@ RUN_COLUMNS = frozenset(
         "id", "runbook", "version", "sha256", "source", "status", "actor", "trigger",
         "inputs", "alert", "dry_run", "concurrency_key", "created", "updated", "finished",
         "state", "error", "kill_requested", "kill_by", "kill_reason", "kill_at",
+        "runbook_text", "owner",
     }
 )  # fmt: skip
 STEP_COLUMNS = frozenset({"status", "attempts", "started", "finished", "hosts", "outputs", "error"})
