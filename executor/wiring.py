@@ -13,6 +13,7 @@ from pathlib import Path
 
 from executor.actions import default_runners
 from executor.actions.inventory import AnsibleInventory
+from executor.actions.ssh import SshRunner
 from executor.audit import JsonlAudit
 from executor.config import Settings
 from executor.credentials import VaultCredentialProvider, VaultSettings
@@ -44,6 +45,13 @@ def build_services(settings: Settings, *, env: Mapping[str, str] | None = None) 
     if env.get("VAULT_ADDR"):
         credentials = VaultCredentialProvider.factory(VaultSettings.from_env(env))
     inventory = AnsibleInventory(settings.inventory) if settings.inventory else None
+    if inventory is not None and settings.known_hosts is not None:
+        runners["ssh"] = SshRunner(
+            inventory=inventory,
+            known_hosts=settings.known_hosts,
+            forks=settings.forks,
+            kill_grace=settings.kill_grace,
+        )
     return Services(
         store=store,
         audit=audit,
