@@ -26,6 +26,9 @@ lint: $(STAMP)
 	$(VENV)/bin/lint-imports
 
 test: deps lint
+	$(VENV)/bin/runbook validate runbooks/
+	$(VENV)/bin/runbook lint --strict runbooks/
+	$(VENV)/bin/runbook test runbooks/ --min-coverage 100
 	$(VENV)/bin/pytest -q
 
 unit: $(STAMP)
