@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from executor.actions import default_runners
+from executor.actions.ansible import AnsibleRunner
 from executor.actions.inventory import AnsibleInventory
 from executor.actions.ssh import SshRunner
 from executor.audit import JsonlAudit
@@ -51,6 +52,14 @@ def build_services(settings: Settings, *, env: Mapping[str, str] | None = None) 
             known_hosts=settings.known_hosts,
             forks=settings.forks,
             kill_grace=settings.kill_grace,
+        )
+        runners["ansible"] = AnsibleRunner(
+            inventory_path=settings.inventory,
+            known_hosts=settings.known_hosts,
+            playbook_dir=settings.catalog,
+            forks=settings.forks,
+            kill_grace=settings.kill_grace,
+            inventory=inventory,
         )
     return Services(
         store=store,
