@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from typing import Any
 
 import click
 from rich.console import Console
@@ -15,7 +16,14 @@ from executor.cli.app import AppContext, cli, json_option, pass_app
 out = Console(highlight=False, soft_wrap=True)
 
 _SHOWN = (
+    "attempt",
+    "kind",
     "command",
+    "message",
+    "method",
+    "url",
+    "playbook",
+    "module",
     "hosts",
     "ok",
     "rc",
@@ -23,15 +31,42 @@ _SHOWN = (
     "reason",
     "status",
     "approver",
+    "approvers",
+    "quorum",
+    "decision",
+    "as",
     "value",
     "expression",
+    "delay",
+    "index",
     "scope",
     "credential",
     "serial",
     "principals",
     "ttl",
-    "plan_steps",
+    "waiting",
+    "in_flight",
 )
+"""The fields a timeline line shows, in this order; ``--json`` has everything."""
+
+
+def _detail(data: dict[str, Any]) -> str:
+    """``key=value`` for the fields worth reading, from the record and its action."""
+    merged = {**(data.get("action") or {}), **data}
+    if merged.get("dry_run"):
+        merged["kind"] = f"{merged.get('kind') or ''} (dry run)".strip()
+    if isinstance(merged.get("plan"), list):
+        merged["gates"] = ", ".join(str(item.get("step")) for item in merged["plan"])
+    if isinstance(merged.get("touched"), list):
+        merged["touched"] = "; ".join(
+            f"{t.get('step')} {t.get('outcome')}" for t in merged["touched"]
+        )
+    shown = [
+        (key, merged[key])
+        for key in (*_SHOWN, "gates", "touched")
+        if merged.get(key) not in (None, [], {}, "")
+    ]
+    return "  ".join(f"{key}={value}" for key, value in shown)
 
 
 @cli.group()
@@ -59,17 +94,13 @@ def show(app: AppContext, run_id: str | None, as_json: bool) -> None:
         if as_json:
             click.echo(json.dumps(record.__dict__, default=str))
             continue
-        data = record.data or {}
-        action = data.get("action") or {}
-        details = {
-            k: v for k, v in {**action, **data}.items() if k in _SHOWN and v not in (None, [], {})
-        }
-        detail = "  ".join(f"{k}={v}" for k, v in details.items())
+        detail = _detail(dict(record.data or {}))
         who = f" {record.actor}" if record.actor else ""
         step = f" [{record.step}]" if record.step else ""
+        run = f" {record.run_id}" if record.run_id and run_id is None else ""
         out.print(
-            f"{record.seq:>6} {record.ts} {record.event}{escape(step)}{escape(who)}"
-            f"  [dim]{escape(detail)}[/]"
+            f"{record.seq:>6} {record.ts} {escape(record.event)}{escape(step)}{escape(who)}"
+            f"{escape(run)}  [dim]{escape(detail)}[/]"
         )
 
 

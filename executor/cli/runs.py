@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
 import time
@@ -12,7 +13,9 @@ from typing import Any
 import click
 import yaml
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from executor import engine
 from executor.catalog import resolve_ref
@@ -22,7 +25,7 @@ from executor.engine.plan import dry_run_plan
 from executor.engine.services import Services
 from executor.errors import UsageError
 from executor.inputs import parse_assignments
-from executor.model import RunStatus
+from executor.model import Runbook, RunStatus
 from executor.wiring import build_services
 
 out = Console(highlight=False, soft_wrap=True)
@@ -47,8 +50,24 @@ def _services(app: AppContext) -> Services:
     return build_services(app.settings)
 
 
+def _touched_line(item: Mapping[str, Any]) -> str:
+    """One step the run acted with: where, and whether it finished or was cut off."""
+    hosts = item.get("hosts") or {}
+    shown = []
+    for host, done in hosts.items():
+        state = "cut off" if done.get("cut_off") else f"rc {done.get('rc')}"
+        shown.append(f"{host} ({state})")
+    where = ", ".join(shown)
+    return f"{item['step']}: {item['outcome']} on {where or 'the executor (local)'}"
+
+
 class Progress:
-    """Live progress for a person: one line per step event, with durations."""
+    """Live progress for a person: one line per step event, with durations.
+
+    Everything that comes from a runbook, a command or a person (messages,
+    errors, output, reasons, names) is escaped: ``[red]`` or ``[/]`` in a value
+    is printed as written and can neither restyle the line nor crash the CLI.
+    """
 
     def __init__(self, console: Console, as_json: bool) -> None:
         self.console = console
@@ -58,59 +77,76 @@ class Progress:
     def __call__(self, event: str, data: Mapping[str, Any]) -> None:
         if self.as_json:
             return
-        step = data.get("step", "")
+        step = escape(str(data.get("step", "")))
         if event == "run.created":
-            self.console.print(f"[bold]run {data['run_id']}[/] {data['runbook']}")
+            self.console.print(f"[bold]run {escape(data['run_id'])}[/] {escape(data['runbook'])}")
         elif event == "step.started":
             self.started[step] = time.monotonic()
             hosts = f" on {', '.join(data['hosts'])}" if data.get("hosts") else ""
             again = f" (attempt {data['attempt']})" if data.get("attempt", 1) > 1 else ""
-            self.console.print(f"  [cyan]▶[/] {step} [dim]{data['kind']}{hosts}{again}[/]")
+            detail = escape(data["kind"] + hosts + again)
+            self.console.print(f"  [cyan]▶[/] {step} [dim]{detail}[/]")
         elif event == "step.finished":
             took = time.monotonic() - self.started.get(step, time.monotonic())
             if data["ok"]:
                 self.console.print(f"  [green]✓[/] {step} [dim]{took:.2f}s[/]")
             else:
-                self.console.print(
-                    f"  [red]✗[/] {step} [dim]{took:.2f}s[/] {data.get('error') or ''}"
-                )
+                error = escape(str(data.get("error") or ""))
+                self.console.print(f"  [red]✗[/] {step} [dim]{took:.2f}s[/] {error}")
         elif event == "step.skipped":
-            self.console.print(f"  [yellow]↷[/] {step} skipped: {data.get('reason')}")
+            self.console.print(f"  [yellow]↷[/] {step} skipped: {escape(str(data.get('reason')))}")
         elif event == "approval.requested":
             self._approval(data)
         elif event == "approval.decided":
             verb = "approved" if data.get("decision") == "approve" else "denied"
-            self.console.print(f"  [magenta]✎[/] {step} {verb} by {data.get('approver')}")
+            who = escape(str(data.get("approver")))
+            reason = f": {escape(str(data['reason']))}" if data.get("reason") else ""
+            self.console.print(f"  [magenta]✎[/] {step} {verb} by {who}{reason}")
         elif event == "approval.expired":
             self.console.print(f"  [red]⌛[/] {step} approval expired: denied")
         elif event.startswith("rollback."):
             mark = "↺" if event == "rollback.started" else ("✓" if data.get("ok") else "✗")
-            self.console.print(
-                f"  [blue]{mark}[/] rollback of {step} {data.get('error') or ''}".rstrip()
-            )
+            error = escape(str(data.get("error") or ""))
+            self.console.print(f"  [blue]{mark}[/] rollback of {step} {error}".rstrip())
         elif event == "run.finished":
             colour = {"succeeded": "green", "cancelled": "yellow"}.get(data["status"], "red")
-            self.console.print(f"[{colour}]run {data['status']}[/]")
+            reason = f": {escape(str(data['reason']))}" if data.get("reason") else ""
+            self.console.print(f"[{colour}]run {escape(data['status'])}[/]{reason}")
 
     def _approval(self, data: Mapping[str, Any]) -> None:
         self.console.print(
-            f"  [magenta]⏸[/] {data['step']} waiting for approval: {data['message']}"
+            f"  [magenta]⏸[/] {escape(data['step'])} waiting for approval: "
+            f"{escape(str(data['message']))}"
         )
-        for item in data.get("plan", []):
-            action = item.get("action", {})
-            what = (
-                action.get("command")
-                or action.get("playbook")
-                or action.get("url")
-                or action.get("message")
-                or ""
-            )
-            self.console.print(f"      then {item['step']} [dim]{item['kind']}[/] {what}")
+        _print_plan_lines(self.console, data.get("plan", []), "      ")
         groups = ", ".join(data.get("approvers", []))
+        quorum = data.get("quorum", 1)
+        needs = f"{quorum} approvals" if quorum and quorum > 1 else "1 approval"
         self.console.print(
-            f"      approve ({groups}): "
-            f"[bold]runbook approve {data['run_id']} {data['step']} --as NAME[/]"
+            f"      approve ({escape(groups)}, {needs}): "
+            f"[bold]runbook approve {escape(data['run_id'])} {escape(data['step'])} --as NAME[/]"
         )
+
+
+def _print_plan_lines(console: Console, plan: Any, indent: str) -> None:
+    """The steps an approval gates, rendered: what the approver agrees to."""
+    for item in plan or []:
+        action = item.get("action") or {}
+        what = (
+            action.get("command")
+            or action.get("playbook")
+            or action.get("module")
+            or action.get("url")
+            or action.get("message")
+            or ""
+        )
+        when = f" when {item['when']}" if item.get("when") else ""
+        console.print(
+            f"{indent}then {escape(item['step'])} [dim]{escape(item['kind'] + when)}[/] "
+            f"{escape(str(what))}"
+        )
+        if item.get("note"):
+            console.print(f"{indent}  [dim]{escape(item['note'])}[/]")
 
 
 def _inputs(pairs: tuple[str, ...], inputs_file: Path | None) -> dict[str, Any]:
@@ -177,7 +213,7 @@ def run(
     given = _inputs(pairs, inputs_file)
     services = _services(app)
     who = actor or app.settings.user
-    text = Path(book.source).read_text(encoding="utf-8") if Path(book.source).is_file() else None
+    text = _runbook_text(book)
     request = engine.RunRequest(
         runbook=book, inputs=given, actor=who, trigger="cli", dry_run=dry_run, runbook_text=text
     )
@@ -204,24 +240,48 @@ def run(
 run.epilog = RUN_EXIT_HELP
 
 
+def _runbook_text(book: Runbook) -> str | None:
+    """The exact text the run starts with, kept so resume and approvals use the same content.
+
+    Read as bytes and checked against the hash validation saw: a file edited
+    in between (or re-encoded by newline translation) must not slip in.
+    """
+    path = Path(book.source)
+    if not path.is_file():
+        return None
+    raw = path.read_bytes()
+    if hashlib.sha256(raw).hexdigest() != book.sha256:
+        raise UsageError(
+            f"{path} changed while the run was being prepared; run the command again",
+            hint="edit runbooks between runs, not during one",
+        )
+    return raw.decode("utf-8")
+
+
 def _print_plan(plan: Mapping[str, Any]) -> None:
     out.print(
-        f"[bold]dry run[/] of {plan['runbook']} (sha256 {plan['sha256'][:12]}): "
+        f"[bold]dry run[/] of {escape(plan['runbook'])} (sha256 {plan['sha256'][:12]}): "
         "nothing will be touched"
     )
     for item in plan["steps"]:
-        when = f" [yellow]when {item['when']}[/]" if item.get("when") else ""
-        needs = f" [dim]after {', '.join(item['needs'])}[/]" if item.get("needs") else ""
-        out.print(f"  • {item['step']} [dim]{item['kind']}[/]{needs}{when}")
+        when = f" [yellow]when {escape(item['when'])}[/]" if item.get("when") else ""
+        needs = f" [dim]after {escape(', '.join(item['needs']))}[/]" if item.get("needs") else ""
+        out.print(f"  • {escape(item['step'])} [dim]{escape(item['kind'])}[/]{needs}{when}")
         for key, value in (item.get("action") or {}).items():
             if value not in (None, {}, []):
-                out.print(f"      {key}: {value}")
+                out.print(f"      {escape(key)}: {escape(str(value))}")
+        if item.get("hosts"):
+            out.print(f"      hosts: {escape(', '.join(item['hosts']))}")
         if item.get("guard"):
-            out.print(f"      guard: {item['guard']}")
+            out.print(f"      guard: {escape(item['guard'])}")
         if item.get("approval"):
-            out.print(f"      needs approval by {item['approval']}")
+            out.print(f"      needs approval by {escape(item['approval'])}")
+        if item.get("assert"):
+            out.print(f"      assert: {escape('; '.join(item['assert']))}")
+        for rollback in item.get("rollback") or []:
+            out.print(f"      rollback: {escape(str(rollback))}")
         if item.get("note"):
-            out.print(f"      [dim]{item['note']}[/]")
+            out.print(f"      [dim]{escape(item['note'])}[/]")
 
 
 @cli.command()
@@ -266,12 +326,18 @@ def _explain_waiting(services: Services, run_id: str) -> None:
     for step_id, step in (info.get("state") or {}).get("steps", {}).items():
         if step.get("status") == "unknown":
             out.print(
-                f"step {step_id} was in flight when the executor stopped: decide with "
-                f"[bold]runbook resolve {run_id} {step_id} --as-succeeded|--as-failed[/]"
+                f"step {step_id} was in flight when the executor stopped: check what it did, "
+                f"then [bold]runbook resolve {run_id} {step_id} --as-succeeded|--as-failed[/]"
             )
         elif step.get("status") == "waiting":
             out.print(
                 f"step {step_id} waits for approval: [bold]runbook approve {run_id} {step_id}[/]"
+            )
+    for item in (info.get("state") or {}).get("saga") or []:
+        if item.get("status") == "unknown":
+            out.print(
+                f"the rollback of step {item['step']} was in flight when the executor stopped: "
+                f"[bold]runbook resolve {run_id} {item['step']} --as-succeeded|--as-failed[/]"
             )
     out.print(f"then: runbook resume {run_id}")
 
@@ -327,7 +393,10 @@ def _decide(
     yes = sum(1 for a in got if a["decision"] == "approve")
     quorum = book.step(step_id).action.quorum  # type: ignore[union-attr]
     verb = "approved" if approve else "denied"
-    out.print(f"{verb} {step_id} of run {run_id} as {identity.name} ({yes}/{quorum} approvals)")
+    out.print(
+        f"{verb} {escape(step_id)} of run {escape(run_id)} as {escape(identity.name)} "
+        f"({yes}/{quorum} approvals)"
+    )
 
 
 @cli.command()
@@ -383,8 +452,11 @@ def kill(app: AppContext, run_id: str, reason: str, actor: str | None) -> None:
       runbook kill r-20261122-031502-9f3a1c --reason "wrong host"
     """
     services = _services(app)
-    killswitch.kill_run(services, run_id, actor=actor or app.settings.user, reason=reason)
-    out.print(f"kill requested for run {run_id}; its process stops it within seconds")
+    done = engine.kill(services, run_id, actor=actor or app.settings.user, reason=reason)
+    if done["status"] == "stopping":
+        out.print(f"kill requested for run {run_id}; its executor stops it within seconds")
+    else:
+        out.print(f"run {run_id} {done['status']}: no executor was running it")
 
 
 @cli.command()
@@ -403,12 +475,22 @@ def status(app: AppContext, run_id: str, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(info, indent=2, default=str))
         return
+    _print_status(info)
+
+
+def _print_status(info: Mapping[str, Any]) -> None:
+    """The run for a person: header, one row per step, approvals waiting, what was touched."""
     out.print(
-        f"[bold]run {info['id']}[/] {info['runbook']}@{info['version']}  "
-        f"status [bold]{info['status']}[/]  by {info['actor']} ({info.get('trigger')})"
+        f"[bold]run {escape(info['id'])}[/] {escape(info['runbook'])}@{escape(info['version'])}"
+        f"  status [bold]{escape(info['status'])}[/]  by {escape(str(info['actor']))} "
+        f"({escape(str(info.get('trigger')))}){' [dim]dry run[/]' if info.get('dry_run') else ''}"
     )
+    if info.get("summary") and info["summary"] != info["status"]:
+        out.print(f"  {escape(info['summary'])}")
     if info.get("error"):
-        out.print(f"  {info['error']}")
+        out.print(f"  {escape(str(info['error']))}")
+    if info.get("executing"):
+        out.print(f"  executing in {escape(info['executing'])}")
     table = Table(show_edge=False)
     for column in ("step", "status", "attempts", "duration", "hosts", "detail"):
         table.add_column(column)
@@ -416,25 +498,48 @@ def status(app: AppContext, run_id: str, as_json: bool) -> None:
         started, finished = step.get("started_at"), step.get("finished_at")
         took = f"{finished - started:.2f}s" if started and finished else ""
         hosts = ", ".join(f"{h}:{v.get('rc')}" for h, v in (step.get("hosts") or {}).items())
+        detail = step.get("error") or step.get("reason") or ""
         table.add_row(
-            step_id,
-            step.get("status", ""),
+            Text(step_id),
+            Text(step.get("status", "")),
             str(step.get("attempts", 0)),
             took,
-            hosts,
-            step.get("error") or step.get("reason") or "",
+            Text(hosts),
+            Text(str(detail)),
         )
     out.print(table)
     for approval in info.get("approvals", []):
         out.print(
-            f"  {approval['step_id']}: {approval['decision']} by {approval['approver']} "
-            f"({approval.get('reason') or 'no reason given'})"
+            f"  {escape(approval['step_id'])}: {escape(approval['decision'])} by "
+            f"{escape(approval['approver'])} "
+            f"({escape(approval.get('reason') or 'no reason given')})"
         )
+    for pending in info.get("pending_approvals") or []:
+        _print_pending(info["id"], pending)
     touched = info.get("touched")
-    if info["status"] == "cancelled" and touched:
-        out.print("[bold]touched before the stop:[/]")
+    if info["status"] in ("cancelled", "failed", "waiting") and touched:
+        out.print("[bold]touched:[/]")
         for item in touched:
-            out.print(f"  {item}")
+            out.print(f"  {escape(_touched_line(item))}")
+
+
+def _print_pending(run_id: str, pending: Mapping[str, Any]) -> None:
+    decided = ", ".join(
+        f"{d['decision']} by {d['approver']}" for d in pending.get("decisions") or []
+    )
+    out.print(
+        f"[magenta]⏸ {escape(pending['step'])}[/] waits for approval: "
+        f"{escape(str(pending['message']))}"
+    )
+    expires = pending.get("expires_at")
+    when = time.strftime(" until %H:%M:%S UTC", time.gmtime(expires)) if expires else ""
+    out.print(
+        f"    approvers {escape(', '.join(pending['approvers']))}, quorum {pending['quorum']}"
+        f"{when}; so far: {escape(decided or 'none')}"
+    )
+    out.print("    it gates:")
+    _print_plan_lines(out, pending.get("plan"), "      ")
+    out.print(f"    [bold]runbook approve {escape(run_id)} {escape(pending['step'])} --as NAME[/]")
 
 
 @cli.command()
@@ -461,15 +566,17 @@ def runs(app: AppContext, limit: int, status_filter: str | None, as_json: bool) 
         )
         return
     table = Table(show_edge=False)
-    for column in ("run", "runbook", "status", "actor", "trigger", "started"):
+    table.add_column("run", no_wrap=True)
+    for column in ("runbook", "status", "actor", "trigger"):
         table.add_column(column)
+    table.add_column("started", no_wrap=True)
     for r in rows:
         table.add_row(
-            r["id"],
-            f"{r['runbook']}@{r['version']}",
-            r["status"],
-            r.get("actor") or "",
-            r.get("trigger") or "",
+            Text(r["id"]),
+            Text(f"{r['runbook']}@{r['version']}"),
+            Text(r["status"] + (" (dry run)" if r.get("dry_run") else "")),
+            Text(r.get("actor") or ""),
+            Text(r.get("trigger") or ""),
             time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(r["created"])),
         )
     out.print(table)
@@ -496,7 +603,7 @@ def ks_engage(app: AppContext, runbook: str | None, reason: str, actor: str | No
     """Refuse new runs and stop running ones before their next step."""
     services = _services(app)
     killswitch.engage(services, reason=reason, actor=actor or app.settings.user, runbook=runbook)
-    out.print(f"kill-switch engaged for {runbook or 'every runbook'}: {reason}")
+    out.print(f"kill-switch engaged for {escape(runbook or 'every runbook')}: {escape(reason)}")
 
 
 @killswitch_group.command(name="release")
@@ -507,7 +614,7 @@ def ks_release(app: AppContext, runbook: str | None, actor: str | None) -> None:
     """Allow automation again."""
     services = _services(app)
     killswitch.release(services, actor=actor or app.settings.user, runbook=runbook)
-    out.print(f"kill-switch released for {runbook or 'every runbook'}")
+    out.print(f"kill-switch released for {escape(runbook or 'every runbook')}")
 
 
 @killswitch_group.command(name="status")
@@ -524,5 +631,8 @@ def ks_status(app: AppContext, as_json: bool) -> None:
     else:
         for k in engaged:
             scope = "every runbook" if k["scope"] == "*" else k["scope"]
-            out.print(f"[red]engaged[/] for {scope} by {k.get('actor')}: {k.get('reason')}")
+            out.print(
+                f"[red]engaged[/] for {escape(scope)} by {escape(str(k.get('actor')))}: "
+                f"{escape(str(k.get('reason')))}"
+            )
     raise SystemExit(1 if engaged else 0)

@@ -14,13 +14,15 @@ from collections.abc import Mapping
 from typing import Any
 
 from executor import expressions
+from executor.conductor import ConductorState
 from executor.config import Identity
+from executor.engine.context import expression_context
 from executor.engine.render import describe, render_action
 from executor.engine.services import Services
 from executor.errors import ApprovalRefused, ExpressionError, NotFound
 from executor.graph import Graph
-from executor.masking import Masker
-from executor.model import Runbook
+from executor.masking import MASK, Masker
+from executor.model import Runbook, Step, StepStatus, format_duration
 
 
 def approval_plan(
@@ -28,8 +30,9 @@ def approval_plan(
 ) -> list[dict[str, Any]]:
     """The steps this approval gates, rendered as far as the context allows.
 
-    A template that reads an output not produced yet is shown as written, with
-    a note, rather than failing: the approver still sees what will run.
+    A template that cannot be rendered yet (it reads an output not produced
+    yet) is shown as written, with the reason, rather than failing: the
+    approver still sees what will run.
     """
     graph = Graph.of(runbook)
     gated = graph.descendants(step_id)
@@ -44,18 +47,27 @@ def approval_plan(
         if step.action is not None:
             try:
                 entry["action"] = describe(render_action(step.action, context), masker.mask)
-            except ExpressionError:
+            except ExpressionError as exc:
                 entry["action"] = describe(step.action, masker.mask)
-                entry["note"] = "rendered when it runs (reads outputs not known yet)"
+                entry["note"] = (
+                    f"shown as written, rendered when it runs: {masker.mask(exc.message)}"
+                )
         if step.rollback:
             entry["rollback"] = [describe(a, masker.mask) for a in step.rollback]
         plan.append(entry)
     return plan
 
 
-def _waiting(state: Mapping[str, Any] | None, step_id: str) -> bool:
-    steps = (state or {}).get("steps", {})
-    return (steps.get(step_id) or {}).get("status") == "waiting"
+def expiry_of(step: Step, waiting_since: float | None) -> float | None:
+    """When an approval step that began waiting at ``waiting_since`` is denied by timeout."""
+    timeout = getattr(step.action, "timeout", None)
+    if not timeout or waiting_since is None:
+        return None
+    return waiting_since + timeout
+
+
+def _step_record(state: Mapping[str, Any] | None, step_id: str) -> Mapping[str, Any]:
+    return ((state or {}).get("steps", {}) or {}).get(step_id) or {}
 
 
 def decide(
@@ -129,10 +141,18 @@ def _check(
     state = run.get("state")
     if isinstance(state, str):
         state = json.loads(state)
-    if not _waiting(state, step_id):
-        status = ((state or {}).get("steps", {}).get(step_id) or {}).get("status", "pending")
+    record = _step_record(state, step_id)
+    if record.get("status") != "waiting":
         raise ApprovalRefused(
-            f"step {step_id!r} of run {run['id']} is not waiting for approval (it is {status})"
+            f"step {step_id!r} of run {run['id']} is not waiting for approval "
+            f"(it is {record.get('status', 'pending')})"
+        )
+    deadline = expiry_of(step, record.get("started_at"))
+    if deadline is not None and services.clock.now() > deadline:
+        raise ApprovalRefused(
+            f"the approval of step {step_id!r} of run {run['id']} expired "
+            f"{format_duration(services.clock.now() - deadline)} ago: it counts as denied",
+            hint="start a new run if the change is still needed",
         )
     allowed = set(step.action.approvers)
     if not (approver.groups & allowed):
@@ -161,3 +181,50 @@ def render_message(runbook: Runbook, step_id: str, context: Mapping[str, Any]) -
         return str(expressions.render(step.action.message, context))  # type: ignore[union-attr]
     except ExpressionError:
         return step.action.message  # type: ignore[union-attr]
+
+
+def pending_approvals(
+    services: Services, runbook: Runbook, run: Mapping[str, Any], state: ConductorState
+) -> list[dict[str, Any]]:
+    """Each approval the run waits for: message, who may answer, answers so far, the plan.
+
+    Rendered from what the store holds (inputs already masked), so what a
+    person reads in ``runbook status`` before approving is what will run.
+    """
+    inputs = dict(run.get("inputs") or {})
+    for name, spec in runbook.inputs.items():
+        if spec.secret and name in inputs:
+            inputs[name] = MASK  # never stored in clear; shown as the audit shows it
+    context = expression_context(
+        state,
+        inputs=inputs,
+        run={
+            "id": run["id"],
+            "trigger": run.get("trigger"),
+            "actor": run.get("actor"),
+            "dry_run": bool(run.get("dry_run")),
+        },
+        alert=run.get("alert"),
+        secrets={},
+    )
+    masker = Masker()
+    pending = []
+    for step_id, record in state.steps.items():
+        if record.status is not StepStatus.WAITING:
+            continue
+        step = runbook.step(step_id)
+        action = step.action
+        pending.append(
+            {
+                "step": step_id,
+                "message": render_message(runbook, step_id, context),
+                "approvers": list(action.approvers),  # type: ignore[union-attr]
+                "quorum": action.quorum,  # type: ignore[union-attr]
+                "waiting_since": record.started_at,
+                "expires_at": expiry_of(step, record.started_at),
+                "decisions": services.store.get_approvals(run["id"], step_id),
+                "plan": approval_plan(runbook, step_id, context, masker),
+                "command": f"runbook approve {run['id']} {step_id}",
+            }
+        )
+    return pending

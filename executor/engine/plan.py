@@ -48,9 +48,9 @@ def dry_run_plan(services: Services, request: RunRequest) -> dict[str, Any]:
                 if step.kind in HOST_KINDS and services.inventory is not None:
                     pattern = str(expressions.render(book.targets[action.target].hosts, context))  # type: ignore[union-attr]
                     item["hosts"] = list(services.inventory.resolve(pattern))
-            except (ExpressionError, RunbookError):
+            except (ExpressionError, RunbookError) as exc:
                 item["action"] = describe(step.action, prepared.masker.mask)
-                item["note"] = "shown as written: it reads results of earlier steps"
+                item["note"] = f"shown as written: {prepared.masker.mask(exc.message)}"
             if step.is_approval:
                 item["approval"] = (
                     f"{', '.join(step.action.approvers)} (quorum {step.action.quorum})"  # type: ignore[union-attr]

@@ -12,6 +12,7 @@ from dataclasses import replace
 from typing import Any
 
 from executor import expressions
+from executor.errors import ExpressionError
 from executor.model import (
     Action,
     AnsibleAction,
@@ -20,6 +21,7 @@ from executor.model import (
     LocalAction,
     LogAction,
     SshAction,
+    Step,
     WaitAction,
 )
 
@@ -96,3 +98,50 @@ def _mask_data(value: Any, mask: Callable[[str], str]) -> Any:
     if isinstance(value, list | tuple):
         return [_mask_data(v, mask) for v in value]
     return value
+
+
+def _strings(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, Mapping):
+        return [s for k, v in value.items() for s in (*_strings(k), *_strings(v))]
+    if isinstance(value, list | tuple):
+        return [s for item in value for s in _strings(item)]
+    return []
+
+
+def _templates(action: Action | None) -> list[str]:
+    if action is None:
+        return []
+    fields = [getattr(action, name, None) for name in _TEMPLATE_FIELDS]
+    return _strings([f for f in fields if f is not None])
+
+
+_TEMPLATE_FIELDS = ("command", "url", "headers", "json", "body", "message", "args", "extravars")
+
+
+def secrets_read(step: Step) -> frozenset[str]:
+    """The ``secrets.<name>`` a step reads anywhere (action, rollback, guard, outputs, assert).
+
+    The engine issues those KV credentials before it renders the step: a
+    template cannot read a secret nobody fetched.
+    """
+    sources = [(s, "template") for s in _templates(step.action)]
+    sources += [(s, "template") for a in step.rollback for s in _templates(a)]
+    sources += [(s, "template") for s in step.outputs.values()]
+    expressions_ = [step.when] if step.when else []
+    if step.assertion is not None:
+        expressions_ += list(step.assertion.that)
+        if step.assertion.message:
+            sources.append((step.assertion.message, "template"))
+    if step.retries is not None and step.retries.until:
+        expressions_.append(step.retries.until)
+    sources += [(e, "expression") for e in expressions_]
+    names = set()
+    for source, kind in sources:
+        try:
+            references = expressions.analyze(source, kind=kind).references
+        except ExpressionError:
+            continue  # reported when the step renders
+        names.update(path[1] for path in references if len(path) > 1 and path[0] == "secrets")
+    return frozenset(names)

@@ -1,56 +1,56 @@
 """The run loop: conductor -> kill-switch -> approval -> credentials -> action -> audit.
 
 One thread owns the conductor and the state; actions run in a bounded pool and
-report back through a queue. Before any action the intent is audited (fail-closed)
-and the state saved, so a crash leaves the step ``running`` in the store and a
-restart turns it into ``unknown`` rather than running it twice.
+report back through a queue. Three orderings make a run safe to stop at any
+instant:
+
+* every change to the conductor's state is audited before it is applied, so
+  the state never claims more than the audit log can prove;
+* before an action starts, its intent is audited (fail-closed) and the state
+  that says it is running is saved, so a crash leaves it ``running`` in the
+  store and a restart turns it into ``unknown`` rather than running it twice;
+* only as many steps are marked running as there are free slots, so a crash
+  or a kill never leaves queued steps that look as if they had started.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
+import contextlib
 import queue
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import Any
 
 from executor import conductor as cd
 from executor import expressions
-from executor.engine.approvals import approval_plan
+from executor.engine.context import expression_context
+from executor.engine.credentials import RunCredentials
+from executor.engine.ownership import Ownership
 from executor.engine.render import describe, render_action
+from executor.engine.saga import RollbackSaga
 from executor.engine.services import Services
+from executor.engine.snapshot import Snapshots
 from executor.engine.starting import PreparedRun
+from executor.engine.waiting import ApprovalDesk
+from executor.engine.work import Done, Launch, Progress, digest, noop
 from executor.errors import AuditWriteError, ExpressionError, RunbookError
 from executor.masking import Masker
-from executor.model import HOST_KINDS, RESULT_KINDS, Runbook, RunStatus, Step
-from executor.ports import ActionRequest, ActionResult, CancelToken, IssuedCredential
+from executor.model import (
+    HOST_KINDS,
+    RESULT_KINDS,
+    Runbook,
+    RunStatus,
+    Step,
+    StepStatus,
+)
+from executor.ports import ActionRequest, ActionResult, CancelToken
 
-Progress = Callable[[str, Mapping[str, Any]], None]
-
-
-def _noop(_event: str, _data: Mapping[str, Any]) -> None:
-    return None
-
-
-def _digest(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8", "replace")).hexdigest()
-
-
-@dataclass
-class _Done:
-    """A finished piece of work, posted by a worker thread to the loop thread."""
-
-    step_id: str
-    attempt: int
-    result: ActionResult
-    rollback_index: int | None = None
-    context: dict[str, Any] = field(default_factory=dict)
+DRAIN_GRACE = 5.0
+"""Seconds to wait for cancelled actions to report after an unrecoverable error."""
 
 
-class RunExecution:
+class RunExecution(ApprovalDesk, RollbackSaga):
     """Executes one run to its end (or until it must wait for a person)."""
 
     def __init__(
@@ -60,7 +60,7 @@ class RunExecution:
         prepared: PreparedRun,
         *,
         state: cd.ConductorState | None = None,
-        on_progress: Progress = _noop,
+        on_progress: Progress = noop,
         wait_for_people: bool = True,
     ) -> None:
         self.services = services
@@ -71,18 +71,20 @@ class RunExecution:
         self.conductor = cd.Conductor(runbook, state)
         self.on_progress = on_progress
         self.wait_for_people = wait_for_people
+        self.ownership = Ownership(services, self.run_id)
+        self.slots = max(1, services.max_parallel_steps)
         self.tokens: dict[str, CancelToken] = {}
-        self.done: queue.Queue[_Done] = queue.Queue()
-        self.pool = ThreadPoolExecutor(
-            max_workers=max(1, services.max_parallel_steps), thread_name_prefix=f"run-{self.run_id}"
-        )
+        self.done: queue.Queue[Done] = queue.Queue()
+        self.pool = ThreadPoolExecutor(max_workers=self.slots, thread_name_prefix=self.run_id)
         self.in_flight: set[str] = set()
         self.timers: list[threading.Timer] = []
-        self.credentials: dict[str, IssuedCredential] = {}
-        self.provider = None
-        self.secrets: dict[str, str] = {}
+        self.due_retries: list[str] = []
+        self.waiting: set[str] = set()
         self.fed_approvals: set[int] = set()
         self.started_at = services.clock.monotonic()
+        self.run_checked_at: float | None = None
+        self.saved_at: tuple[int, int, int] | None = None
+        self.snapshots = Snapshots()
         self.kill_reason: str | None = None
         self.audit_base = {
             "run_id": self.run_id,
@@ -90,232 +92,216 @@ class RunExecution:
             "runbook": runbook.ref,
             "sha256": runbook.sha256,
         }
+        self.credentials = RunCredentials(
+            services, runbook, self.run_id, self.masker, self.audit, started_at=self.started_at
+        )
 
     # ------------------------------------------------------------------ helpers
 
     def audit(self, event: str, *, step: str | None = None, **data: Any) -> None:
+        """Record ``event`` durably, secrets masked; raises ``AuditWriteError`` if it cannot."""
         self.services.audit.append(
             event, step=step, data=self.masker.mask_data(data), **self.audit_base
         )
 
     def context(self, result: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        ctx = self.conductor.context(
+        ctx = expression_context(
+            self.conductor.state,
             inputs=self.prepared.inputs,
             run=self.prepared.run_context(),
-            alert=self.prepared.request.alert or {},
-            secrets=self.secrets,
+            alert=self.prepared.request.alert,
+            secrets=self.credentials.secrets,
         )
         if result is not None:
             ctx["result"] = result
         return ctx
 
-    def save(self) -> None:
+    def save(self, **fields: Any) -> None:
+        """Store the conductor state (and any run columns given) in one write."""
         state = self.conductor.state
         self.services.store.update_run(
             self.run_id,
-            status=state.status.value if hasattr(state.status, "value") else str(state.status),
-            state=json.loads(state.to_json()),
-            updated=self.services.clock.now(),
+            **{
+                "status": state.status.value,
+                "state": self.snapshots.document(state),
+                "updated": self.services.clock.now(),
+                **fields,
+            },
         )
+        self.saved_at = self._version()
 
-    def guard(self, step: Step, context: Mapping[str, Any]) -> bool:
+    def save_if_changed(self) -> None:
+        """Save unless nothing happened since the last save (one write per step, not three)."""
+        if self.saved_at != self._version():
+            self.save()
+
+    def _version(self) -> tuple[int, int, int]:
+        """Moves whenever an event is handled or a status changes (both append to history)."""
+        state = self.conductor.state
+        return id(state), state.seq, len(state.history)
+
+    def guard(self, step: Step, _context: Mapping[str, Any]) -> bool:
+        """Evaluate ``when`` (audited); an error message is masked before the state keeps it."""
         assert step.when is not None
-        value = bool(expressions.evaluate(step.when, self.context()))
+        try:
+            self._fetch_secrets(step)
+            value = bool(expressions.evaluate(step.when, self.context()))
+        except RunbookError as exc:
+            message = self.masker.mask(str(exc))
+            self.audit("guard.failed", step=step.id, expression=step.when, error=message)
+            raise ExpressionError(message) from None
         self.audit("guard.evaluated", step=step.id, expression=step.when, value=value)
         return value
 
     # ------------------------------------------------------------------ the loop
 
     def run(self) -> RunStatus:
+        """Execute until the run ends or must wait for people; at most one executor per run."""
+        self.ownership.claim()
         try:
-            if self.conductor.state.status is RunStatus.PENDING:
-                self.audit(
-                    "run.started",
-                    inputs=self.prepared.inputs,
-                    dry_run=self.prepared.request.dry_run,
-                )
-                self.conductor.handle(cd.RunStarted(at=self.services.clock.now()))
-                self.save()
-            else:
-                for step_id in self.conductor.waiting_approvals():
-                    self._announce_approval(step_id)
-            return self._loop()
+            return self._run()
         except AuditWriteError as exc:
-            self._cancel_all(f"audit log unwritable: {exc.message}")
-            self._drain(grace=5.0)
-            self.services.store.update_run(
-                self.run_id,
-                status=RunStatus.FAILED.value,
-                error=str(exc),
-                finished=self.services.clock.now(),
-            )
+            self._stop_unaudited(exc)
+            raise
+        except BaseException:
+            # A bug, the store failing, Ctrl-C: nothing may go on running unobserved. The
+            # state saved so far stands; steps in flight become unknown on resume.
+            self._cancel_all("the executor stopped")
             raise
         finally:
             for timer in self.timers:
                 timer.cancel()
             self.pool.shutdown(wait=False, cancel_futures=True)
+            self.ownership.release()
+
+    def _run(self) -> RunStatus:
+        if self.conductor.state.status is RunStatus.PENDING:
+            self.audit(
+                "run.started", inputs=self.prepared.inputs, dry_run=self.prepared.request.dry_run
+            )
+            self.conductor.handle(cd.RunStarted(at=self.services.clock.now()))
+            self.save()
+        else:
+            self.waiting.update(self.conductor.waiting_approvals())
+            for step_id in sorted(self.waiting):
+                self._announce(step_id, self._approval_facts(step_id))
+        return self._loop()
 
     def _loop(self) -> RunStatus:
-        poll = self.services.poll_interval
         while True:
             self._watch_outside()
             decision = self.conductor.next(self.guard)
             self._act(decision)
-            self.save()
+            self.save_if_changed()
             if decision.done:
                 return self._finish(decision.run_status)
-            idle = not self.in_flight and not self.timers_alive()
-            if idle and decision.run_status is RunStatus.WAITING and (
-                not self.wait_for_people or self._only_unknowns()
-            ):
-                return self._pause()
-            try:
-                item = self.done.get(timeout=poll)
-            except queue.Empty:
-                continue
-            self._settle(item)
-            while True:  # drain what else finished, one save for the lot
-                try:
-                    self._settle(self.done.get_nowait())
-                except queue.Empty:
-                    break
+            if self._idle():
+                if decision.run_status is RunStatus.WAITING and (
+                    not self.wait_for_people or self._needs_an_operator()
+                ):
+                    return self._pause()
+                if decision.run_status is RunStatus.RUNNING and not _moves(decision):
+                    raise RunbookError(
+                        f"run {self.run_id} cannot make progress: nothing is running, "
+                        "startable or waiting for a person",
+                        hint="this is an executor bug; report it with `runbook status --json` "
+                        f"output, then stop the run with 'runbook kill {self.run_id}'",
+                    )
+            self._collect(self.services.poll_interval)
 
-    def timers_alive(self) -> bool:
+    def _needs_an_operator(self) -> bool:
+        """Work was in flight at a crash: only `runbook resolve` can move the run now."""
+        state = self.conductor.state
+        unknown_rollback = any(i.status == cd.SagaStatus.UNKNOWN for i in state.saga or ())
+        return bool(self.conductor.unknown_steps()) or unknown_rollback
+
+    def _idle(self) -> bool:
         self.timers = [t for t in self.timers if t.is_alive()]
-        return bool(self.timers)
+        return not self.in_flight and not self.timers and not self.due_retries
 
-    def _only_unknowns(self) -> bool:
-        return bool(self.conductor.unknown_steps())
+    def _collect(self, timeout: float) -> None:
+        """Wait up to ``timeout`` for finished work, then take everything that finished."""
+        try:
+            item = self.done.get(timeout=timeout)
+        except queue.Empty:
+            return
+        self._settle(item)
+        while True:
+            try:
+                self._settle(self.done.get_nowait())
+            except queue.Empty:
+                return
 
-    def _act(self, decision: Any) -> None:
-        for step_id, reason in getattr(decision, "skipped", ()):
+    def _act(self, decision: cd.Decision) -> None:
+        for step_id, reason in decision.skipped:
             self.audit("step.skipped", step=step_id, reason=reason)
             self.on_progress("step.skipped", {"step": step_id, "reason": reason})
         for step_id in decision.cancel:
             token = self.tokens.get(step_id)
             if token is not None:
                 token.cancel(self.kill_reason or "cancelled")
-        for step_id in decision.approvals:
-            self._request_approval(step_id)
+        if decision.approvals:
+            self._request_approvals(decision.approvals)
         for step_id, delay in decision.retry:
             self._schedule_retry(step_id, delay)
-        for step in decision.start:
-            self._start(step if isinstance(step, Step) else self.runbook.step(step))
+        self._launch(decision.start)
         for step_id, index in decision.rollback:
             self._start_rollback(step_id, index)
 
     # ------------------------------------------------------------------ outside world
 
     def _watch_outside(self) -> None:
-        """Kill-switch, `runbook kill`, approvals from other processes, expiry, run timeout."""
+        """Kill-switch (every turn), `runbook kill` and run timeout, approvals and expiry."""
+        if self.conductor.state.status.terminal:
+            return
         if self.kill_reason is None:
-            switch = self.services.store.killswitch(self.runbook.name)
-            run = self.services.store.get_run(self.run_id)
-            reason = None
-            actor = None
-            if switch:
-                reason = f"kill-switch engaged by {switch.get('actor')}: {switch.get('reason')}"
-                actor = switch.get("actor")
-            elif run.get("kill_requested"):
-                reason = f"killed by {run.get('kill_by')}: {run.get('kill_reason')}"
-                actor = run.get("kill_by")
+            stop = self._stop_request()
+            if stop is not None:
+                reason, actor = stop
+                self.kill_reason = reason
+                self.audit("run.cancelling", reason=reason, in_flight=sorted(self.in_flight))
+                self.conductor.handle(
+                    cd.KillRequested(reason=reason, actor=actor, at=self.services.clock.now())
+                )
+                self._cancel_all(reason)
             elif self._run_timed_out():
                 self.kill_reason = "run timed out"
                 self.audit("run.timed_out", timeout=self.runbook.policy.timeout)
                 self.conductor.handle(cd.RunTimedOut(at=self.services.clock.now()))
                 self._cancel_all("run timed out")
-                return
-            if reason is not None:
-                self.kill_reason = reason
-                self.audit("run.cancelling", reason=reason, in_flight=sorted(self.in_flight))
-                self.conductor.handle(
-                    cd.KillRequested(
-                        reason=reason, actor=actor or "?", at=self.services.clock.now()
-                    )
-                )
-                self._cancel_all(reason)
-                return
-        self._feed_approvals()
+        if self.waiting:
+            self._feed_approvals()
+
+    def _stop_request(self) -> tuple[str, str] | None:
+        """The kill-switch is read before every step; the run row (``runbook kill``) at most
+        once per poll interval, since it carries the whole saved state."""
+        switch = self.services.store.killswitch(self.runbook.name)
+        if switch:
+            actor = str(switch.get("actor") or "?")
+            return f"kill-switch engaged by {actor}: {switch.get('reason')}", actor
+        now = self.services.clock.monotonic()
+        if self.run_checked_at is not None and now - self.run_checked_at < (
+            self.services.poll_interval
+        ):
+            return None
+        self.run_checked_at = now
+        run = self.services.store.get_run(self.run_id)
+        if run.get("kill_requested"):
+            actor = str(run.get("kill_by") or "?")
+            return f"killed by {actor}: {run.get('kill_reason')}", actor
+        return None
 
     def _run_timed_out(self) -> bool:
         timeout = self.runbook.policy.timeout
         return bool(timeout) and self.services.clock.monotonic() - self.started_at > timeout
 
     def _cancel_all(self, reason: str) -> None:
-        for token in self.tokens.values():
+        for token in list(self.tokens.values()):
             token.cancel(reason)
         for timer in self.timers:
             timer.cancel()
-
-    def _drain(self, grace: float) -> None:
-        deadline = self.services.clock.monotonic() + grace
-        while self.in_flight and self.services.clock.monotonic() < deadline:
-            try:
-                item = self.done.get(timeout=0.1)
-            except queue.Empty:
-                continue
-            self.in_flight.discard(item.step_id)
-
-    # ------------------------------------------------------------------ approvals
-
-    def _request_approval(self, step_id: str) -> None:
-        self._announce_approval(step_id, audit=True)
-
-    def _announce_approval(self, step_id: str, *, audit: bool = False) -> None:
-        step = self.runbook.step(step_id)
-        action = render_action(step.action, self.context())  # type: ignore[arg-type]
-        plan = approval_plan(self.runbook, step_id, self.context(), self.masker)
-        if audit:
-            self.audit(
-                "approval.requested",
-                step=step_id,
-                message=action.message,  # type: ignore[union-attr]
-                approvers=list(action.approvers),
-                quorum=action.quorum,  # type: ignore[union-attr]
-                plan=plan,
-            )
-        self.on_progress(
-            "approval.requested",
-            {
-                "step": step_id,
-                "message": self.masker.mask(action.message),
-                "plan": plan,  # type: ignore[union-attr]
-                "run_id": self.run_id,
-                "approvers": list(action.approvers),
-            },  # type: ignore[union-attr]
-        )
-
-    def _feed_approvals(self) -> None:
-        now = self.services.clock.now()
-        for row in self.services.store.get_approvals(self.run_id):
-            if row["id"] in self.fed_approvals:
-                continue
-            self.fed_approvals.add(row["id"])
-            state = self.conductor.state.steps.get(row["step_id"])
-            if state is None or str(getattr(state, "status", "")) != "waiting":
-                continue
-            self.conductor.handle(
-                cd.ApprovalDecision(
-                    row["step_id"],
-                    approver=row["approver"],
-                    approve=row["decision"] == "approve",
-                    reason=row.get("reason"),
-                    at=row["at"],
-                )
-            )
-            self.on_progress("approval.decided", {"step": row["step_id"], **row})
-        for step in self.runbook.steps:
-            if not step.is_approval:
-                continue
-            state = self.conductor.state.steps.get(step.id)
-            if state is None or str(getattr(state, "status", "")) != "waiting":
-                continue
-            timeout = step.action.timeout  # type: ignore[union-attr]
-            waited_since = getattr(state, "started_at", None)
-            if timeout and waited_since is not None and now - waited_since > timeout:
-                self.audit("approval.expired", step=step.id, timeout=timeout)
-                self.conductor.handle(cd.ApprovalExpired(step.id, at=now))
-                self.on_progress("approval.expired", {"step": step.id})
+        self.timers.clear()
+        self.due_retries.clear()
 
     # ------------------------------------------------------------------ steps
 
@@ -323,59 +309,100 @@ class RunExecution:
         self.audit("step.retry", step=step_id, delay=delay)
 
         def fire() -> None:
-            self.done.put(_Done(step_id, -1, ActionResult(ok=False), context={"retry": True}))
+            self.done.put(Done(step_id, -1, ActionResult(ok=False), context={"retry": True}))
 
         timer = threading.Timer(delay, fire)
         timer.daemon = True
         self.timers.append(timer)
         timer.start()
 
+    def _launch(self, offered: Sequence[str]) -> None:
+        """Start due retries first, then offered steps, as far as free slots allow."""
+        free = self.slots - len(self.in_flight)
+        chosen: list[str] = []
+        while self.due_retries and len(chosen) < free:
+            step_id = self.due_retries.pop(0)
+            if self.conductor.startable(step_id) and step_id not in chosen:
+                chosen.append(step_id)
+        for step_id in offered:
+            if len(chosen) >= free:
+                break
+            if step_id not in chosen and step_id not in self.in_flight:
+                chosen.append(step_id)
+        if chosen:
+            self._start_steps([self.runbook.step(s) for s in chosen])
+
     def _start(self, step: Step) -> None:
-        now = self.services.clock.now()
-        attempt = self.conductor.state.steps[step.id].attempts + 1
+        """Start one step now (a rehearsal starts retries this way)."""
+        self._start_steps([step])
+
+    def _start_steps(self, steps: Sequence[Step]) -> None:
+        """Render, audit every intent, mark all running, save once, then hand them out."""
         context = self.context()
-        try:
-            action = render_action(step.action, context) if step.action is not None else None
-            hosts = self._hosts(step, action, context)
-        except (ExpressionError, RunbookError) as exc:
-            self.conductor.handle(cd.StepStarted(step.id, attempt, at=now))
-            self._finished(
-                step, attempt, ActionResult(ok=False, error=self.masker.mask(str(exc))), {}
+        launches: list[Launch] = []
+        for step in steps:
+            attempt = self.conductor.state.steps[step.id].attempts + 1
+            try:
+                if self._fetch_secrets(step):
+                    context = self.context()  # now with the secrets just fetched
+                action = render_action(step.action, context) if step.action is not None else None
+                hosts = self._hosts(step, action, context)
+            except (ExpressionError, RunbookError) as exc:
+                self._fail_unstarted(step, attempt, self.masker.mask(str(exc)))
+                continue
+            shown = (
+                describe(action, self.masker.mask)
+                if action is not None
+                else {"assert": list(step.assertion.that)}  # type: ignore[union-attr]
             )
+            self.audit(
+                "step.intent",
+                step=step.id,
+                attempt=attempt,
+                kind=step.kind,
+                hosts=hosts,
+                action=shown,
+                dry_run=self.prepared.request.dry_run,
+            )
+            launches.append(Launch(step, attempt, action, hosts, shown))
+        if not launches:
             return
-        shown = (
-            describe(action, self.masker.mask)
-            if action is not None
-            else {"assert": list(step.assertion.that)}
-        )  # type: ignore[union-attr]
-        self.audit(
-            "step.intent",
-            step=step.id,
-            attempt=attempt,
-            kind=step.kind,
-            hosts=list(hosts),
-            action=shown,
-            dry_run=self.prepared.request.dry_run,
-        )
-        self.conductor.handle(cd.StepStarted(step.id, attempt, at=now))
+        now = self.services.clock.now()
+        for launch in launches:
+            self.conductor.handle(cd.StepStarted(launch.step.id, launch.attempt, at=now))
         self.save()
+        for launch in launches:
+            self._hand_out(launch)
+
+    def _hand_out(self, launch: Launch) -> None:
+        step = launch.step
         self.on_progress(
             "step.started",
             {
                 "step": step.id,
                 "kind": step.kind,
-                "attempt": attempt,
-                "hosts": list(hosts),
-                "action": shown,
+                "attempt": launch.attempt,
+                "hosts": launch.hosts,
+                "action": launch.shown,
             },
         )
         token = CancelToken()
         self.tokens[step.id] = token
         self.in_flight.add(step.id)
-        if action is None:  # bare assert: nothing to run
-            self.done.put(_Done(step.id, attempt, ActionResult(ok=True)))
+        if launch.action is None:  # bare assert: nothing to run
+            self.done.put(Done(step.id, launch.attempt, ActionResult(ok=True)))
             return
-        self.pool.submit(self._work, step, attempt, action, hosts, token)
+        self.pool.submit(self._work, step, launch.attempt, launch.action, launch.hosts, token)
+
+    def _fail_unstarted(self, step: Step, attempt: int, error: str) -> None:
+        """A step whose action cannot even be rendered fails without acting."""
+        self.audit("step.outcome", step=step.id, attempt=attempt, ok=False, error=error)
+        now = self.services.clock.now()
+        self.conductor.handle(cd.StepStarted(step.id, attempt, at=now))
+        self.conductor.handle(cd.StepFinished(step.id, ok=False, error=error, at=now))
+        self.on_progress(
+            "step.finished", {"step": step.id, "ok": False, "error": error, "attempt": attempt}
+        )
 
     def _hosts(self, step: Step, action: Any, context: Mapping[str, Any]) -> list[str]:
         if step.kind not in HOST_KINDS:
@@ -400,45 +427,43 @@ class RunExecution:
             )
         return hosts
 
-    def _credential(self, step: Step, action: Any) -> IssuedCredential | None:
-        name = getattr(action, "credential", None)
-        if not name:
-            return None
-        cached = self.credentials.get(name)
-        renewal = getattr(getattr(cached, "material", None), "needs_renewal", None)
-        if cached is not None and not (renewal and renewal(self.services.clock.now())):
-            return cached
-        if self.services.credentials is None:
-            raise RunbookError(
-                f"step {step.id!r} needs credential {name!r} but no Vault is configured",
-                hint="set VAULT_ADDR and VAULT_ROLE_ID/VAULT_SECRET_ID (or VAULT_TOKEN)",
-            )
-        if self.provider is None:
-            ttl = self.runbook.policy.timeout or 3600.0
-            self.provider = self.services.credentials(self.run_id, ttl)
-        remaining = (self.runbook.policy.timeout or 3600.0) - (
-            self.services.clock.monotonic() - self.started_at
-        )
-        issued = self.provider.issue(
-            self.runbook.credentials[name], run_id=self.run_id, ttl=max(remaining, 60.0)
-        )
-        for value in issued.secret_values:
-            self.masker.add(value)
-        self.credentials[name] = issued
-        if issued.kind == "vault_kv":
-            self.secrets[name] = issued.material
-        self.audit("credential.issued", step=step.id, credential=name, **dict(issued.public))
-        return issued
+    def _fetch_secrets(self, step: Step) -> bool:
+        """Issue the KV secrets the step reads before it is rendered (not in a dry run)."""
+        if self.prepared.request.dry_run:
+            return False
+        return self.credentials.fetch_secrets(step)
 
     def _work(
         self, step: Step, attempt: int, action: Any, hosts: list[str], token: CancelToken
     ) -> None:
         """Worker thread: credential, then the action; never raises."""
+        self.done.put(Done(step.id, attempt, self._act_on(step, action, hosts, token)))
+
+    def _act_on(
+        self,
+        step: Step,
+        action: Any,
+        hosts: list[str],
+        token: CancelToken,
+        *,
+        audit_events: bool = True,
+    ) -> ActionResult:
+        if token.cancelled:  # stopped between being handed out and a worker taking it
+            return ActionResult(
+                ok=False, cancelled=True, error=f"cancelled before it started: {token.reason}"
+            )
         try:
-            credential = None if self.prepared.request.dry_run else self._credential(step, action)
+            dry_run = self.prepared.request.dry_run
+            credential = None if dry_run else self.credentials.for_action(step, action)
             runner = self.services.runners.get(action.kind)
             if runner is None:
                 raise RunbookError(f"no runner for {action.kind!r} actions is configured")
+            on_event = None
+            if audit_events:
+
+                def on_event(event: str, data: Mapping[str, Any]) -> None:
+                    self.audit(event, step=step.id, **dict(data))
+
             request = ActionRequest(
                 run_id=self.run_id,
                 step_id=step.id,
@@ -446,60 +471,61 @@ class RunExecution:
                 hosts=hosts,
                 credential=credential,
                 timeout=step.timeout,
-                dry_run=self.prepared.request.dry_run,
+                dry_run=dry_run,
                 mask=self.masker.mask,
-                on_event=lambda event, data: self.audit(event, step=step.id, **dict(data)),
+                on_event=on_event,
             )
-            result = runner.run(request, token)
+            return runner.run(request, token)
         except Exception as exc:
             message = (
                 exc.message if isinstance(exc, RunbookError) else f"{type(exc).__name__}: {exc}"
             )
-            result = ActionResult(ok=False, error=self.masker.mask(message))
-        self.done.put(_Done(step.id, attempt, result))
+            return ActionResult(ok=False, error=self.masker.mask(message))
 
-    def _settle(self, item: _Done) -> None:
+    def _settle(self, item: Done) -> None:
         if item.context.get("retry"):
-            self.timers_alive()
-            step = self.runbook.step(item.step_id)
-            if self.conductor.startable(step.id):
-                self._start(step)
+            if item.step_id not in self.due_retries:
+                self.due_retries.append(item.step_id)
             return
-        self.in_flight.discard(item.step_id)
         if item.rollback_index is not None:
+            self.in_flight.discard(item.step_id)
             self._rollback_finished(item)
             return
-        self._finished(self.runbook.step(item.step_id), item.attempt, item.result, {})
+        self._finished(self.runbook.step(item.step_id), item.attempt, item.result)
 
-    def _finished(
-        self, step: Step, attempt: int, result: ActionResult, _extra: Mapping[str, Any]
-    ) -> None:
-        """Evaluate outputs, assert and until in the loop thread, then tell the conductor."""
-        self.in_flight.discard(step.id)
-        result_ctx = result.as_context()
-        ok, error, outputs = result.ok, result.error, {}
+    def _evaluate(
+        self, step: Step, result: ActionResult
+    ) -> tuple[bool, str | None, dict[str, Any]]:
+        """Outputs, then ``assert``, then ``until``, against the action's result."""
+        ok, error = result.ok, result.error
         if not ok and error is None:
             error = f"exit code {result.rc}" if result.rc is not None else "failed"
-        if ok or step.kind not in RESULT_KINDS:
-            try:
-                ctx = self.context(result_ctx)
-                outputs = {k: expressions.render(v, ctx) for k, v in step.outputs.items()}
-                ctx["steps"] = {**ctx.get("steps", {})}
-                if step.assertion is not None:
-                    for expr in step.assertion.that:
-                        if not expressions.evaluate(expr, ctx):
-                            ok = False
-                            error = step.assertion.message or f"assertion failed: {expr}"
-                            break
-                if (
-                    ok
-                    and step.retries
-                    and step.retries.until
-                    and not expressions.evaluate(step.retries.until, ctx)
-                ):
-                    ok, error = False, f"until condition not met: {step.retries.until}"
-            except ExpressionError as exc:
-                ok, error = False, str(exc)
+        outputs: dict[str, Any] = {}
+        if not ok and step.kind in RESULT_KINDS:
+            return ok, error, outputs
+        try:
+            ctx = self.context(result.as_context())
+            outputs = {k: expressions.render(v, ctx) for k, v in step.outputs.items()}
+            if step.assertion is not None:
+                for expr in step.assertion.that:
+                    if not expressions.evaluate(expr, ctx):
+                        message = step.assertion.message
+                        if message is not None:
+                            with contextlib.suppress(ExpressionError):
+                                message = str(expressions.render(message, ctx))
+                        return False, message or f"assertion failed: {expr}", outputs
+            until = step.retries.until if step.retries else None
+            if ok and until and not expressions.evaluate(until, ctx):
+                return False, f"until condition not met: {until}", outputs
+        except ExpressionError as exc:
+            return False, str(exc), outputs
+        return ok, error, outputs
+
+    def _finished(self, step: Step, attempt: int, result: ActionResult) -> None:
+        """Evaluate outputs, assert and until in the loop thread, audit, tell the conductor."""
+        self.in_flight.discard(step.id)
+        ok, error, outputs = self._evaluate(step, result)
+        error = self.masker.mask(error) if error else None
         outputs = self.masker.mask_data(outputs)
         hosts = {
             name: {
@@ -507,7 +533,7 @@ class RunExecution:
                 "stdout": self.masker.mask(h.stdout),
                 "stderr": self.masker.mask(h.stderr),
                 "ok": h.ok,
-                "error": h.error,
+                "error": self.masker.mask(h.error) if h.error else None,
                 "cut_off": h.cut_off,
             }
             for name, h in result.hosts.items()
@@ -521,22 +547,23 @@ class RunExecution:
             error=error,
             timed_out=result.timed_out,
             cancelled=result.cancelled,
-            stdout_sha256=_digest(result.stdout),
-            stderr_sha256=_digest(result.stderr),
+            stdout_sha256=digest(result.stdout),
+            stderr_sha256=digest(result.stderr),
             hosts={
                 n: {"rc": h["rc"], "ok": h["ok"], "error": h["error"], "cut_off": h["cut_off"]}
                 for n, h in hosts.items()
             },
             outputs=outputs,
         )
+        result_ctx = self.masker.mask_data(result.as_context())
         self.conductor.handle(
             cd.StepFinished(
                 step.id,
                 ok=ok,
                 outputs=outputs,
-                result={k: v for k, v in self.masker.mask_data(result_ctx).items() if k != "hosts"},
+                result={k: v for k, v in result_ctx.items() if k != "hosts"},
                 hosts=hosts,
-                error=self.masker.mask(error) if error else None,
+                error=error,
                 at=self.services.clock.now(),
                 timed_out=result.timed_out,
                 cancelled=result.cancelled,
@@ -554,123 +581,69 @@ class RunExecution:
             },
         )
 
-    # ------------------------------------------------------------------ rollback saga
-
-    def _start_rollback(self, step_id: str, index: int) -> None:
-        step = self.runbook.step(step_id)
-        try:
-            action = render_action(step.rollback[index], self.context())
-            hosts = self._hosts(step, action, self.context()) if action.kind in HOST_KINDS else []
-        except (ExpressionError, RunbookError) as exc:
-            self.done.put(
-                _Done(step_id, 0, ActionResult(ok=False, error=str(exc)), rollback_index=index)
-            )
-            self.in_flight.add(step_id)
-            return
-        self.audit(
-            "rollback.intent",
-            step=step_id,
-            index=index,
-            action=describe(action, self.masker.mask),
-            hosts=hosts,
-        )
-        self.on_progress("rollback.started", {"step": step_id, "index": index})
-        token = CancelToken()
-        self.tokens[f"{step_id}#rollback{index}"] = token
-        self.in_flight.add(step_id)
-
-        def work() -> None:
-            try:
-                credential = self._credential(step, action)
-                runner = self.services.runners[action.kind]
-                request = ActionRequest(
-                    run_id=self.run_id,
-                    step_id=step_id,
-                    action=action,
-                    hosts=hosts,
-                    credential=credential,
-                    timeout=step.timeout,
-                    dry_run=self.prepared.request.dry_run,
-                    mask=self.masker.mask,
-                )
-                result = runner.run(request, token)
-            except Exception as exc:
-                result = ActionResult(ok=False, error=self.masker.mask(str(exc)))
-            self.done.put(_Done(step_id, 0, result, rollback_index=index))
-
-        self.pool.submit(work)
-
-    def _rollback_finished(self, item: _Done) -> None:
-        result = item.result
-        error = result.error or (None if result.ok else f"exit code {result.rc}")
-        self.audit(
-            "rollback.outcome",
-            step=item.step_id,
-            index=item.rollback_index,
-            ok=result.ok,
-            rc=result.rc,
-            error=error,
-            stdout_sha256=_digest(result.stdout),
-        )
-        self.conductor.handle(
-            cd.RollbackFinished(
-                item.step_id,
-                item.rollback_index,
-                ok=result.ok,
-                error=error,
-                at=self.services.clock.now(),
-            )
-        )
-        self.on_progress(
-            "rollback.finished", {"step": item.step_id, "ok": result.ok, "error": error}
-        )
-
     # ------------------------------------------------------------------ endings
 
     def _pause(self) -> RunStatus:
-        self.audit(
-            "run.paused",
-            waiting=[
-                s
-                for s, st in self.conductor.state.steps.items()
-                if str(getattr(st, "status", "")) in ("waiting", "unknown")
-            ],
-        )
-        self._release_credentials()
+        waiting = [
+            s
+            for s, st in self.conductor.state.steps.items()
+            if st.status in (StepStatus.WAITING, StepStatus.UNKNOWN)
+        ]
+        self.audit("run.paused", waiting=waiting)
+        self.credentials.release()
         return RunStatus.WAITING
 
     def _finish(self, status: RunStatus) -> RunStatus:
-        self._release_credentials()
+        self.credentials.release()
+        state = self.conductor.state
+        error = None
+        if status is not RunStatus.SUCCEEDED:
+            error = state.reason or self.kill_reason
+        self.audit(
+            "run.finished", status=status.value, reason=error, touched=self.conductor.touched()
+        )
         now = self.services.clock.now()
         key = self.prepared.concurrency_key
         if key and not self.prepared.request.dry_run:
             self.services.store.release_lock(key, self.run_id)
             if self.runbook.policy.cooldown:
                 self.services.store.set_cooldown(key, now + self.runbook.policy.cooldown)
-        self.services.store.update_run(
-            self.run_id,
-            status=status.value,
-            finished=now,
-            error=self.kill_reason if status is RunStatus.CANCELLED else None,
-        )
-        self.audit("run.finished", status=status.value, touched=self.conductor.touched())
-        self.on_progress("run.finished", {"status": status.value})
+        self.save(finished=now, error=error)
+        self.on_progress("run.finished", {"status": status.value, "reason": error})
         return status
 
-    def _release_credentials(self) -> None:
-        if self.provider is None:
-            return
-        try:
-            revoked = self.provider.revoke_all()
-        except RunbookError as exc:
-            self.audit("credential.revoke_failed", error=str(exc))
-            return
-        for record in revoked:
-            event = (
-                "credential.revoke_failed"
-                if record.get("result") == "failed"
-                else "credential.revoked"
-            )
-            self.audit(event, **dict(record))
-        self.provider = None
-        self.credentials.clear()
+    def _stop_unaudited(self, exc: AuditWriteError) -> None:
+        """The audit log cannot be written: stop acting, keep the run resumable.
+
+        Everything applied to the state was audited first, so the state is
+        saved as it stands; work in flight is cut off and becomes ``unknown``
+        on resume (its outcome could not be recorded).
+        """
+        self._cancel_all(f"audit log unwritable: {exc.message}")
+        self._drain(DRAIN_GRACE)
+        self.credentials.abandon()
+        self.save(
+            status=RunStatus.WAITING.value,
+            error=f"stopped: {exc.message}; fix the audit log, then: runbook resume {self.run_id}",
+        )
+
+    def _drain(self, grace: float) -> None:
+        deadline = self.services.clock.monotonic() + grace
+        while self.in_flight and self.services.clock.monotonic() < deadline:
+            try:
+                item = self.done.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            self.in_flight.discard(item.step_id)
+
+
+def _moves(decision: cd.Decision) -> bool:
+    """Whether a decision handed out or changed anything."""
+    return bool(
+        decision.start
+        or decision.retry
+        or decision.rollback
+        or decision.cancel
+        or decision.approvals
+        or decision.changes
+    )

@@ -58,6 +58,22 @@ class PreparedRun:
         }
 
 
+SECRET_DEFAULT = "*** (the runbook's default)"
+"""Stored in place of a secret input the run took from the runbook's default, so a
+resume can tell "use the default again" from "the person must pass it again"."""
+
+
+def stored_inputs(
+    book: Runbook, given: Mapping[str, Any], inputs: Mapping[str, Any], masker: Masker
+) -> dict[str, Any]:
+    """The inputs as the store keeps them: secrets masked, never their values."""
+    stored = masker.mask_data(dict(inputs))
+    for name, spec in book.inputs.items():
+        if spec.secret and name not in given and name in stored:
+            stored[name] = SECRET_DEFAULT
+    return stored
+
+
 def concurrency_key(
     runbook: Runbook,
     inputs: Mapping[str, Any],
@@ -125,7 +141,7 @@ def prepare(services: Services, request: RunRequest) -> PreparedRun:
             "status": "pending",
             "actor": request.actor,
             "trigger": request.trigger,
-            "inputs": masker.mask_data(inputs),
+            "inputs": stored_inputs(book, request.inputs, inputs, masker),
             "alert": masker.mask_data(dict(request.alert)) if request.alert else None,
             "dry_run": request.dry_run,
             "concurrency_key": prepared.concurrency_key,
