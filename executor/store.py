@@ -108,7 +108,60 @@ SCHEMA_VERSION_2: tuple[str, ...] = (
     "ALTER TABLE runs ADD COLUMN owner TEXT",
 )
 
-_MIGRATIONS: tuple[tuple[str, ...], ...] = (SCHEMA_VERSION_1, SCHEMA_VERSION_2)
+SCHEMA_VERSION_3: tuple[str, ...] = (
+    # Alerts received by `runbook serve`, stored before the webhook is answered,
+    # then decided (started, deduplicated, suppressed...) by the dispatcher.
+    """CREATE TABLE received_alerts (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        received REAL NOT NULL,
+        fingerprint TEXT NOT NULL,
+        status TEXT NOT NULL,
+        alertname TEXT,
+        labels TEXT NOT NULL,
+        annotations TEXT,
+        starts_at TEXT,
+        ends_at TEXT,
+        generator_url TEXT,
+        receiver TEXT,
+        group_key TEXT,
+        source TEXT,
+        stage TEXT NOT NULL DEFAULT 'queued',
+        decided REAL,
+        disposition TEXT,
+        decisions TEXT
+    )""",
+    "CREATE INDEX received_alerts_queue ON received_alerts(stage, id)",
+    "CREATE INDEX received_alerts_fingerprint ON received_alerts(fingerprint, id)",
+    # Runs started by an alert route: rate limits and deduplication count these.
+    """CREATE TABLE trigger_starts (
+        run_id TEXT PRIMARY KEY,
+        runbook TEXT NOT NULL,
+        route TEXT,
+        fingerprint TEXT,
+        alert_id INTEGER,
+        at REAL NOT NULL
+    )""",
+    "CREATE INDEX trigger_starts_route ON trigger_starts(route, at)",
+    "CREATE INDEX trigger_starts_at ON trigger_starts(at)",
+    "CREATE INDEX trigger_starts_fingerprint ON trigger_starts(fingerprint, runbook)",
+    # Hosts each run of a runbook touches (or is about to): the blast-radius budget.
+    """CREATE TABLE budget_hosts (
+        run_id TEXT NOT NULL,
+        runbook TEXT NOT NULL,
+        host TEXT NOT NULL,
+        at REAL NOT NULL,
+        PRIMARY KEY (run_id, host)
+    )""",
+    "CREATE INDEX budget_hosts_runbook ON budget_hosts(runbook, at)",
+    # A row each long-running process rewrites: proves the store is writable.
+    """CREATE TABLE heartbeats (
+        name TEXT PRIMARY KEY,
+        at REAL NOT NULL,
+        info TEXT
+    )""",
+)
+
+_MIGRATIONS: tuple[tuple[str, ...], ...] = (SCHEMA_VERSION_1, SCHEMA_VERSION_2, SCHEMA_VERSION_3)
 """Migration N (1-based) brings ``user_version`` from N-1 to N. Append only."""
 
 SCHEMA_VERSION = len(_MIGRATIONS)
@@ -123,7 +176,15 @@ RUN_COLUMNS = frozenset(
 )  # fmt: skip
 STEP_COLUMNS = frozenset({"status", "attempts", "started", "finished", "hosts", "outputs", "error"})
 APPROVAL_FIELDS = frozenset({"approver", "decision", "reason", "at", "sha256"})
-_JSON_COLUMNS = frozenset({"inputs", "alert", "state", "hosts", "outputs"})
+_JSON_COLUMNS = frozenset(
+    {"inputs", "alert", "state", "hosts", "outputs", "labels", "annotations", "decisions", "info"}
+)
+ALERT_COLUMNS = frozenset(
+    {
+        "received", "fingerprint", "status", "alertname", "labels", "annotations",
+        "starts_at", "ends_at", "generator_url", "receiver", "group_key", "source",
+    }
+)  # fmt: skip
 _BOOL_COLUMNS = frozenset({"dry_run", "kill_requested", "engaged"})
 _DECISIONS = frozenset({"approve", "deny"})
 
@@ -658,3 +719,207 @@ class SqliteStore:
                 (int(limit),),
             ).fetchall()
         return [_decode(r) for r in rows]
+
+    # ------------------------------------------- alerts (runbook serve, migration 3)
+
+    def add_alerts(self, alerts: Iterable[Mapping[str, Any]]) -> list[int]:
+        """Store received alerts, all in one transaction; returns their ids in order.
+
+        One transaction (one fsync) for a whole batch is what lets the server
+        store every alert of a storm durably before it answers the webhook.
+        """
+        rows = [dict(a) for a in alerts]
+        for row in rows:
+            _check_columns(row, ALERT_COLUMNS, "alert")
+            if not row.get("fingerprint") or not row.get("status"):
+                raise ValueError("an alert needs a 'fingerprint' and a 'status'")
+            row.setdefault("received", self._clock())
+            row.setdefault("labels", {})
+        ids: list[int] = []
+        with self._tx(write=True) as conn:
+            for row in rows:
+                columns = list(row)
+                cursor = conn.execute(
+                    f"INSERT INTO received_alerts ({', '.join(map(_quoted, columns))}) "
+                    f"VALUES ({', '.join('?' for _ in columns)})",
+                    [_encode(c, row[c]) for c in columns],
+                )
+                ids.append(int(cursor.lastrowid or 0))
+        return ids
+
+    def queued_alerts(self, limit: int = 200) -> list[dict[str, Any]]:
+        """Alerts accepted but not decided yet, oldest first."""
+        with self._tx(write=False) as conn:
+            rows = conn.execute(
+                "SELECT * FROM received_alerts WHERE stage = 'queued' ORDER BY id LIMIT ?",
+                (int(limit),),
+            ).fetchall()
+        return [_decode(r) for r in rows]
+
+    def count_alerts(self, *, stage: str | None = None) -> int:
+        """Alerts stored (``stage`` queued: not decided yet; decided)."""
+        sql, values = "SELECT COUNT(*) FROM received_alerts", []
+        if stage is not None:
+            sql += " WHERE stage = ?"
+            values.append(stage)
+        with self._tx(write=False) as conn:
+            return int(conn.execute(sql, values).fetchone()[0])
+
+    def decide_alerts(
+        self,
+        decided: Iterable[tuple[int, str, list[Mapping[str, Any]]]],
+        *,
+        at: float | None = None,
+    ) -> None:
+        """Record ``(alert id, disposition, decisions)`` for many alerts in one transaction."""
+        when = self._clock() if at is None else at
+        items = [
+            (disposition, _encode("decisions", list(decisions)), when, int(alert_id))
+            for alert_id, disposition, decisions in decided
+        ]
+        with self._tx(write=True) as conn:
+            conn.executemany(
+                "UPDATE received_alerts SET stage = 'decided', disposition = ?, decisions = ?, "
+                "decided = ? WHERE id = ?",
+                items,
+            )
+
+    def get_alert(self, alert_id: int) -> dict[str, Any]:
+        with self._tx(write=False) as conn:
+            row = conn.execute(
+                "SELECT * FROM received_alerts WHERE id = ?", (int(alert_id),)
+            ).fetchone()
+        if row is None:
+            raise NotFound(
+                f"no alert with id {alert_id} in {self.path}",
+                hint="list the recent alerts with GET /v1/alerts",
+            )
+        return _decode(row)
+
+    def list_alerts(
+        self,
+        *,
+        limit: int = 50,
+        fingerprint: str | None = None,
+        disposition: str | None = None,
+        status: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """The newest alerts first, optionally filtered."""
+        clauses, values = [], []
+        for column, value in (
+            ("fingerprint", fingerprint),
+            ("disposition", disposition),
+            ("status", status),
+        ):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                values.append(value)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        with self._tx(write=False) as conn:
+            rows = conn.execute(
+                f"SELECT * FROM received_alerts {where} ORDER BY id DESC LIMIT ?",
+                [*values, int(limit)],
+            ).fetchall()
+        return [_decode(r) for r in rows]
+
+    # ------------------------------------------------- trigger starts and budget
+
+    def record_trigger_start(
+        self,
+        run_id: str,
+        *,
+        runbook: str,
+        at: float,
+        route: str | None = None,
+        fingerprint: str | None = None,
+        alert_id: int | None = None,
+        hosts: Iterable[str] = (),
+    ) -> None:
+        """Remember that an alert route started ``run_id`` (rate limits count these),
+        and the hosts it touches (its budget), in one transaction."""
+        with self._tx(write=True) as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO trigger_starts "
+                "(run_id, runbook, route, fingerprint, alert_id, at) VALUES (?, ?, ?, ?, ?, ?)",
+                (run_id, runbook, route, fingerprint, alert_id, float(at)),
+            )
+            conn.executemany(
+                "INSERT OR IGNORE INTO budget_hosts (run_id, runbook, host, at) "
+                "VALUES (?, ?, ?, ?)",
+                [(run_id, runbook, host, float(at)) for host in sorted(set(hosts))],
+            )
+
+    def count_trigger_starts(self, since: float, *, route: str | None = None) -> int:
+        """Runs started by alerts since ``since`` (of one route, or all of them)."""
+        sql, values = "SELECT COUNT(*) FROM trigger_starts WHERE at >= ?", [float(since)]
+        if route is not None:
+            sql += " AND route = ?"
+            values.append(route)
+        with self._tx(write=False) as conn:
+            return int(conn.execute(sql, values).fetchone()[0])
+
+    def trigger_runs(self, fingerprint: str, runbook: str | None = None) -> list[dict[str, Any]]:
+        """Runs an alert with ``fingerprint`` started, newest first, with their status."""
+        sql = (
+            "SELECT t.run_id, t.runbook, t.route, t.alert_id, t.at, r.status, r.finished, "
+            "r.state FROM trigger_starts AS t LEFT JOIN runs AS r ON r.id = t.run_id "
+            "WHERE t.fingerprint = ?"
+        )
+        values: list[Any] = [fingerprint]
+        if runbook is not None:
+            sql += " AND t.runbook = ?"
+            values.append(runbook)
+        with self._tx(write=False) as conn:
+            rows = conn.execute(sql + " ORDER BY t.at DESC", values).fetchall()
+        return [_decode(r) for r in rows]
+
+    def trigger_of_run(self, run_id: str) -> dict[str, Any] | None:
+        with self._tx(write=False) as conn:
+            row = conn.execute(
+                "SELECT * FROM trigger_starts WHERE run_id = ?", (run_id,)
+            ).fetchone()
+        return None if row is None else _decode(row)
+
+    def record_budget_hosts(
+        self, run_id: str, runbook: str, hosts: Iterable[str], *, at: float
+    ) -> None:
+        """The hosts ``run_id`` touches, counted against its runbook's budget."""
+        rows = [(run_id, runbook, host, float(at)) for host in sorted(set(hosts))]
+        with self._tx(write=True) as conn:
+            conn.executemany(
+                "INSERT OR IGNORE INTO budget_hosts (run_id, runbook, host, at) "
+                "VALUES (?, ?, ?, ?)",
+                rows,
+            )
+
+    def budget_hosts(self, runbook: str, since: float) -> dict[str, set[str]]:
+        """Recorded hosts of the runs of ``runbook`` since ``since``, by run id."""
+        with self._tx(write=False) as conn:
+            rows = conn.execute(
+                "SELECT run_id, host FROM budget_hosts WHERE runbook = ? AND at >= ?",
+                (runbook, float(since)),
+            ).fetchall()
+        found: dict[str, set[str]] = {}
+        for row in rows:
+            found.setdefault(row[0], set()).add(row[1])
+        return found
+
+    def runs_since(self, runbook: str, since: float) -> list[dict[str, Any]]:
+        """Runs of ``runbook`` created since ``since`` (any trigger), oldest first."""
+        with self._tx(write=False) as conn:
+            rows = conn.execute(
+                "SELECT * FROM runs WHERE runbook = ? AND created >= ? ORDER BY created, rowid",
+                (runbook, float(since)),
+            ).fetchall()
+        return [_decode(r) for r in rows]
+
+    def heartbeat(self, name: str, info: Mapping[str, Any] | None = None) -> float:
+        """Rewrite one small row: proves the store takes writes (readiness checks)."""
+        now = self._clock()
+        with self._tx(write=True) as conn:
+            conn.execute(
+                "INSERT INTO heartbeats (name, at, info) VALUES (?, ?, ?) "
+                "ON CONFLICT(name) DO UPDATE SET at = excluded.at, info = excluded.info",
+                (name, now, _encode("info", dict(info or {}))),
+            )
+        return now

@@ -11,7 +11,7 @@ import sys
 
 import click
 
-from executor.cli import auditcmd, formats, runs  # noqa: F401  (register commands)
+from executor.cli import auditcmd, formats, runs, serve, testcmd  # noqa: F401  (register commands)
 from executor.cli.app import cli
 from executor.errors import RunbookError
 

@@ -9,18 +9,33 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from executor.catalog import Catalog, Entry, check_file, resolve_ref
+from executor.catalog import (
+    Catalog,
+    Entry,
+    check_file,
+    looks_like_runbook,
+    resolve_ref,
+    runbook_files,
+)
 from executor.cli.app import AppContext, cli, json_option, pass_app
 from executor.diagram import FORMATS, RENDERERS
-from executor.errors import Issue
+from executor.errors import Issue, ValidationFailed
 from executor.lint import lint_document
+from executor.loader import load_document
+from executor.triggers.routes import is_routes_document, validate_routes_document
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
-def _collect(paths: tuple[Path, ...]) -> list[tuple[Entry | None, list[Issue]]]:
-    """Validate files and directories; a directory is a catalog with cross-file checks."""
+def _collect(
+    paths: tuple[Path, ...], catalog_root: Path | None = None
+) -> list[tuple[Entry | None, list[Issue]]]:
+    """Validate files and directories; a directory is a catalog with cross-file checks.
+
+    Routes files (``kind: Routes``, or named routes.yaml/.yml) are checked as routes,
+    against the catalog they sit in (or ``catalog_root``).
+    """
     results: list[tuple[Entry | None, list[Issue]]] = []
     for path in paths:
         if path.is_dir():
@@ -29,12 +44,43 @@ def _collect(paths: tuple[Path, ...]) -> list[tuple[Entry | None, list[Issue]]]:
             for entry in catalog.entries:
                 mine = [i for i in extra if Path(i.path) == entry.path]
                 results.append((entry, [*entry.issues, *mine]))
-            if not catalog.entries:
+            routes = [p for p in _routes_files(path) if not looks_like_runbook(p)]
+            for routes_file in routes:
+                results.append(_routes_entry(routes_file, catalog))
+            if not catalog.entries and not routes:
                 err.print(f"[yellow]warning:[/] no runbook files under {path}")
+        elif is_routes_document(path) and not looks_like_runbook(path):
+            results.append(_routes_entry(path, _catalog_for(path, catalog_root)))
         else:
             entry = check_file(path)
             results.append((entry, list(entry.issues)))
     return results
+
+
+def _routes_files(root: Path) -> list[Path]:
+    return [
+        p
+        for p in sorted(root.rglob("*"))
+        if p.suffix in (".yaml", ".yml") and p.is_file() and is_routes_document(p)
+    ]
+
+
+def _catalog_for(path: Path, catalog_root: Path | None) -> Catalog | None:
+    """The catalog a routes file names runbooks from: --catalog, else its own directory."""
+    for root in (catalog_root, path.parent):
+        if root is not None and root.is_dir() and any(runbook_files(root)):
+            return Catalog.load(root)
+    return None
+
+
+def _routes_entry(path: Path, catalog: Catalog | None) -> tuple[Entry, list[Issue]]:
+    lookup = catalog.resolve if catalog is not None else None
+    try:
+        document = load_document(path)
+    except ValidationFailed as failed:
+        return Entry(path=path, document=None, runbook=None), list(failed.issues)
+    issues = validate_routes_document(document, lookup)
+    return Entry(path=path, document=document, runbook=None), issues
 
 
 def _print_issue(issue: Issue) -> None:
@@ -52,12 +98,15 @@ def _paths_argument(func):  # type: ignore[no-untyped-def]
 @cli.command()
 @_paths_argument
 @json_option
-def validate(paths: tuple[Path, ...], as_json: bool) -> None:
-    """Check runbook files or catalog directories and report every problem.
+@pass_app
+def validate(app: AppContext, paths: tuple[Path, ...], as_json: bool) -> None:
+    """Check runbook files, routes files or catalog directories; report every problem.
 
     Each problem is printed as FILE:LINE:COL: message. A directory is checked
     as a catalog too: a name@version defined twice with different content, or
-    a locked version edited without a version bump, is an error.
+    a locked version edited without a version bump, is an error. A routes file
+    (kind: Routes, or named routes.yaml or routes.yml) is checked against the catalog: the
+    runbooks it names, their inputs and automation level.
 
     \b
     Exit codes: 0 all valid, 1 at least one problem, 2 usage error.
@@ -67,7 +116,7 @@ def validate(paths: tuple[Path, ...], as_json: bool) -> None:
       runbook validate runbooks/
       runbook validate runbooks/disk-pressure.yaml --json
     """
-    results = _collect(paths)
+    results = _collect(paths, app.settings.catalog)
     bad = [(e, issues) for e, issues in results if any(i.severity == "error" for i in issues)]
     if as_json:
         payload = {
@@ -91,11 +140,10 @@ def validate(paths: tuple[Path, ...], as_json: bool) -> None:
         problems = sum(len([i for i in issues if i.severity == "error"]) for _, issues in bad)
         if bad:
             err.print(
-                f"[red]✗[/] {len(bad)} of {len(results)} runbook file(s) invalid "
-                f"({problems} problem(s))"
+                f"[red]✗[/] {len(bad)} of {len(results)} file(s) invalid ({problems} problem(s))"
             )
         else:
-            err.print(f"[green]✓[/] {len(results)} runbook file(s) valid")
+            err.print(f"[green]✓[/] {len(results)} file(s) valid")
     raise SystemExit(1 if bad else 0)
 
 

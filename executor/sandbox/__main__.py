@@ -37,6 +37,11 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     p_up = sub.add_parser("up", help="bring the world up (idempotent)")
     p_up.add_argument("--hosts", type=int, default=5, help="number of sshd hosts (default 5)")
+    p_up.add_argument(
+        "--no-alerting",
+        action="store_true",
+        help="without Prometheus and Alertmanager (they watch demoapp and page runbook serve)",
+    )
     sub.add_parser("down", help="stop every process of the world and remove its state")
     p_status = sub.add_parser("status", help="what runs; exit 0 up, 1 partial, 3 down")
     p_status.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -58,6 +63,7 @@ def _summary(info: SandboxInfo, seconds: float | None) -> str:
             f"  {h.name:<6} ssh 127.0.0.1:{h.port:<5}  user {h.user:<14} "
             f"app :{h.app_port:<5}  {groups}"
         )
+    lines += _alerting_lines(info)
     lines += [
         f"  inventory   {info.inventory}",
         f"  known_hosts {info.known_hosts}",
@@ -65,6 +71,19 @@ def _summary(info: SandboxInfo, seconds: float | None) -> str:
         "  try: python -m executor.sandbox ssh web1 appctl status",
     ]
     return "\n".join(lines)
+
+
+def _alerting_lines(info: SandboxInfo) -> list[str]:
+    from executor.sandbox.alerting import load_alerting
+
+    try:
+        alerting = load_alerting(info.state_dir)
+    except SandboxError:
+        return []
+    return [
+        f"  Prometheus   {alerting.prometheus_url}   Alertmanager {alerting.alertmanager_url}",
+        f"  runbook serve --server-config {alerting.serve_config}  (port {alerting.serve_port})",
+    ]
 
 
 def _print_status(report: dict[str, Any]) -> None:
@@ -97,7 +116,7 @@ def _run(args: argparse.Namespace) -> int:
 
         started = time.monotonic()
         messages: list[str] = []
-        info = up(args.hosts, args.state_dir, log=messages.append)
+        info = up(args.hosts, args.state_dir, log=messages.append, alerting=not args.no_alerting)
         for message in messages:
             print(message)
         fresh = not any("already up" in m for m in messages)

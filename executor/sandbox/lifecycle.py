@@ -46,6 +46,7 @@ OWNED_ENTRIES = (
     "vault",
     "hosts",
     "operator",
+    "alerting",
 )
 
 

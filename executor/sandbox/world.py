@@ -2,9 +2,12 @@
 
 ``up`` starts OpenBao first and, while it boots, prepares users, host keys
 and homes, starts every sshd and the services of every host; then it
-configures OpenBao. Whatever goes wrong half-way, ``up`` takes down what it
-started before it raises, and ``down`` can undo any half-built world because
-``plan.json`` and the process records are written before anything starts.
+configures OpenBao. With ``alerting`` (what ``sandbox/up`` asks for) it also
+starts Prometheus and Alertmanager, watching the hosts' demoapp and paging
+``runbook serve`` (``executor.sandbox.alerting``). Whatever goes wrong
+half-way, ``up`` takes down what it started before it raises, and ``down``
+can undo any half-built world because ``plan.json`` and the process records
+are written before anything starts.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from executor.sandbox import access, services, users, vault
+from executor.sandbox import alerting as alerting_module
 from executor.sandbox import hosts as sshd_hosts
 from executor.sandbox.errors import SandboxError
 from executor.sandbox.inventory import write_inventory, write_ssh_config
@@ -27,18 +31,33 @@ from executor.sandbox.state import HostInfo, Plan, SandboxInfo, load_info, save_
 SAFE_PATH_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_./-")
 
 
-def up(hosts: int = 5, state_dir: Path | str | None = None, *, log: Log = quiet) -> SandboxInfo:
-    """Bring a world up in ``state_dir``; if one is already fully up there, return it."""
+def up(
+    hosts: int = 5,
+    state_dir: Path | str | None = None,
+    *,
+    log: Log = quiet,
+    alerting: bool = False,
+) -> SandboxInfo:
+    """Bring a world up in ``state_dir``; if one is already fully up there, return it.
+
+    ``alerting`` adds Prometheus and Alertmanager (to a world already up, too).
+    """
     layout = Layout.of(state_dir)
     _preflight(layout)
     if has_world(layout):
         if status(layout.root)["state"] == "up":
             log(f"the sandbox is already up in {layout.root}")
-            return load_info(layout.root)
+            info = load_info(layout.root)
+            if alerting:
+                alerting_module.ensure(info)
+            return info
         log(f"cleaning up a half-dead sandbox in {layout.root}")
         down(layout.root)
     try:
-        return _build(layout, hosts)
+        info = _build(layout, hosts)
+        if alerting:
+            alerting_module.ensure(info)
+        return info
     except BaseException:
         down(layout.root)
         raise
