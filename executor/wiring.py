@@ -12,12 +12,8 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from executor.actions import default_runners
-from executor.actions.ansible import AnsibleRunner
-from executor.actions.inventory import AnsibleInventory
-from executor.actions.ssh import SshRunner
 from executor.audit import JsonlAudit
 from executor.config import Settings
-from executor.credentials import VaultCredentialProvider, VaultSettings
 from executor.engine.services import Services
 from executor.errors import StoreError
 from executor.store import SqliteStore
@@ -36,12 +32,25 @@ def ensure_home(home: Path) -> Path:
 
 
 def build_services(settings: Settings, *, env: Mapping[str, str] | None = None) -> Services:
-    """Real adapters for one executor process."""
+    """Real adapters for one executor process.
+
+    SSH, Ansible and Vault libraries are imported here, not at module level:
+    they cost about a second, which `runbook validate` in a pre-commit hook
+    and `runbook --help` should not pay.
+    """
+    from executor.actions.ansible import AnsibleRunner
+    from executor.actions.inventory import AnsibleInventory
+    from executor.actions.local import LocalRunner
+    from executor.actions.process import GroupLimits
+    from executor.actions.ssh import SshRunner
+    from executor.credentials import VaultCredentialProvider, VaultSettings
+
     env = os.environ if env is None else env
     ensure_home(settings.home)
     store = SqliteStore(settings.state_db)
     audit = JsonlAudit(settings.audit_log)
     runners = dict(default_runners())
+    runners["local"] = LocalRunner(limits=GroupLimits(grace=settings.kill_grace))
     credentials = None
     if env.get("VAULT_ADDR"):
         credentials = VaultCredentialProvider.factory(VaultSettings.from_env(env))
