@@ -84,7 +84,7 @@ def serve(
     \b
     Examples:
       runbook serve --server-config serve.yaml
-      runbook --catalog runbooks serve --port 9099 --routes runbooks/routes.yml
+      runbook --catalog runbooks serve --port 9099 --routes runbooks/routes.yaml
     """
     if host is not None and not _loopback(host):
         click.echo(

@@ -44,7 +44,7 @@ PROMETHEUS = "/usr/bin/prometheus"
 ALERTMANAGER = "/usr/bin/prometheus-alertmanager"
 DIRECTORY = "alerting"
 INFO_FILE = "alerting.json"
-ROUTES = REPO_ROOT / "runbooks" / "routes.yml"
+ROUTES = REPO_ROOT / "runbooks" / "routes.yaml"
 OPERATOR_GROUPS = (
     "operators",
     "app-oncall",

@@ -69,7 +69,7 @@ def test_prepare_writes_configs_runbook_serve_accepts(tmp_path: Path) -> None:
     assert oct(info.alertmanager_token_file.stat().st_mode & 0o777) == "0o600"
     config = load_server_config(info.serve_config)
     assert (config.host, config.port) == ("127.0.0.1", 9099)
-    assert config.routes is not None and config.routes.name == "routes.yml"
+    assert config.routes is not None and config.routes.name == "routes.yaml"
     book = TokenBook(config, {})
     alertmanager = book.authenticate(f"Bearer {info.token('alertmanager')}")
     book.authorize(alertmanager, "alerts")

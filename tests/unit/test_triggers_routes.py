@@ -127,7 +127,7 @@ def test_without_a_catalog_only_the_file_itself_is_checked() -> None:
 
 
 def test_the_shipped_routes_are_valid_and_route_the_sandbox_alerts() -> None:
-    table = load_routes(REPO / "runbooks" / "routes.yml", lookup=SHIPPED.resolve)
+    table = load_routes(REPO / "runbooks" / "routes.yaml", lookup=SHIPPED.resolve)
     routed = {
         name: [r.runbook for r in table.match({"alertname": name, "host": "web1"})]
         for name in ("DemoappDown", "DemoappQueueStuck", "DemoappDiskFull")
@@ -160,7 +160,7 @@ def test_runbook_validate_checks_routes_files(tmp_path: Path) -> None:
     runner = CliRunner()
     good = runner.invoke(
         cli,
-        ["--catalog", str(REPO / "runbooks"), "validate", str(REPO / "runbooks" / "routes.yml")],
+        ["--catalog", str(REPO / "runbooks"), "validate", str(REPO / "runbooks" / "routes.yaml")],
     )
     assert good.exit_code == 0, good.output
     bad = tmp_path / "routes.yaml"
