@@ -10,11 +10,13 @@ engine bounds how many run together). The same steps are then called in a
 plain loop (``LogRunner.run`` directly); the difference per step is what the
 engine costs: conductor, rendering, the durable intent and outcome records and
 the state saved before each step starts. The median of ``--repeat`` runs is
-reported, with where the time went: ``audit`` (appends, each fsynced with its
-head file), ``store`` (state saves and reads), ``conductor`` (its ``handle`` and
-``next``, which snapshot the whole state for rollback on every call) and
-``engine_itself`` (the rest: rendering, masking, the loop). The target is
-under 5 ms per step.
+reported, with where the time went: ``audit`` (appends, each fsynced before it
+returns; the head file is replaced after the fsync), ``store`` (state saves,
+each one durable SQLite transaction writing only the step records and history
+entries that changed, and the kill-switch and kill-request reads), ``conductor``
+(its ``handle`` and ``next``, undone through a journal of what they changed
+when an event is refused) and ``engine_itself`` (the rest: rendering, masking,
+the loop). The target is under 5 ms of overhead per step.
 
 Durability is part of the figure on purpose: an engine that skipped the fsync
 before an action would be faster and wrong. ``--dir`` puts the files on the

@@ -4,6 +4,13 @@ Each record carries the hash of the one before it, so an edit, a deletion or a
 reordering breaks the chain where it happened and ``verify`` names that line.
 A sidecar head file (``audit.jsonl.head``) holds the latest seq and hash,
 rewritten with every record, so cutting records off the *end* is caught too.
+Only the log is fsynced: the head is replaced (tmp + rename) before ``append``
+returns but not synced on its own, since the next record's fsync commits it
+with the filesystem journal (ext4: rename-over flushes the new file's data
+first). After a power cut it lags the log by at most the last record, as it
+always could; if the cut left it empty or zero-filled (a torn head) the next
+append treats it as missing and writes it afresh. This halves the syncs per
+record.
 It defends against accidents and careless tampering; a writer who can rewrite
 both files and every hash after an edit is only caught by an external copy of
 the head (``VerifyReport.last_hash`` is what to anchor elsewhere).
@@ -198,12 +205,18 @@ def _read_last_line(fd: int, size: int) -> bytes:
     return buffer
 
 
+class _TornHead(ValueError):
+    """The head file is empty or zero-filled: what a crash can leave of an unsynced write."""
+
+
 def _read_head(head: Path) -> tuple[int, str] | None:
     """(seq, hash) from the head file, None if there is none; ValueError if unreadable."""
     try:
         raw = head.read_bytes()
     except FileNotFoundError:
         return None
+    if not raw.strip(b"\0 \n"):
+        raise _TornHead("it is empty or zero-filled, as a crash while writing it leaves it")
     data = json.loads(raw)
     seq, digest = data["seq"], data["hash"]
     if not isinstance(seq, int) or isinstance(seq, bool) or not isinstance(digest, str):
@@ -350,16 +363,18 @@ class JsonlAudit:
             raise _write_error(self.path, exc, cleaned=cleaned) from exc
 
     def _write_head(self, seq: int, digest: str) -> None:
-        """Replace the head atomically: it may lag the log after a crash, never lead it."""
+        """Replace the head atomically, after the log's fsync: it may lag the log after a
+        crash, never lead it. Not synced itself (see the module docstring)."""
         assert self.head_path is not None
         payload = json.dumps({"seq": seq, "hash": digest}).encode() + b"\n"
         temporary = self.head_path.with_name(self.head_path.name + ".tmp")
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         try:
-            os.write(fd, payload)
-            os.fsync(fd)
+            written = os.write(fd, payload)
         finally:
             os.close(fd)
+        if written != len(payload):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         os.replace(temporary, self.head_path)
 
     @staticmethod
@@ -414,6 +429,8 @@ class JsonlAudit:
             return
         try:
             head = _read_head(self.head_path)
+        except _TornHead:
+            head = None  # like a missing head: this append writes it afresh
         except (OSError, ValueError, KeyError, TypeError) as exc:
             self._refuse(f"its head file {self.head_path} is unreadable ({exc})")
         if head is None:

@@ -161,7 +161,30 @@ SCHEMA_VERSION_3: tuple[str, ...] = (
     )""",
 )
 
-_MIGRATIONS: tuple[tuple[str, ...], ...] = (SCHEMA_VERSION_1, SCHEMA_VERSION_2, SCHEMA_VERSION_3)
+SCHEMA_VERSION_4: tuple[str, ...] = (
+    # A run's conductor state in rows, so saving it costs what changed, not the run:
+    # runs.state keeps the run-level part, each step its record, the history its
+    # entries. state_rows = 1 says a run's state is stored this way.
+    "ALTER TABLE runs ADD COLUMN state_rows INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE steps ADD COLUMN pos INTEGER",
+    "ALTER TABLE steps ADD COLUMN record TEXT",
+    """CREATE TABLE history (
+        run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+        pos INTEGER NOT NULL,
+        at REAL,
+        step TEXT,
+        "from" TEXT NOT NULL,
+        "to" TEXT NOT NULL,
+        PRIMARY KEY (run_id, pos)
+    ) WITHOUT ROWID""",
+)
+
+_MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    SCHEMA_VERSION_1,
+    SCHEMA_VERSION_2,
+    SCHEMA_VERSION_3,
+    SCHEMA_VERSION_4,
+)
 """Migration N (1-based) brings ``user_version`` from N-1 to N. Append only."""
 
 SCHEMA_VERSION = len(_MIGRATIONS)
@@ -177,8 +200,11 @@ RUN_COLUMNS = frozenset(
 STEP_COLUMNS = frozenset({"status", "attempts", "started", "finished", "hosts", "outputs", "error"})
 APPROVAL_FIELDS = frozenset({"approver", "decision", "reason", "at", "sha256"})
 _JSON_COLUMNS = frozenset(
-    {"inputs", "alert", "state", "hosts", "outputs", "labels", "annotations", "decisions", "info"}
-)
+    {
+        "inputs", "alert", "state", "hosts", "outputs", "labels", "annotations", "decisions",
+        "info", "record",
+    }
+)  # fmt: skip
 ALERT_COLUMNS = frozenset(
     {
         "received", "fingerprint", "status", "alertname", "labels", "annotations",
@@ -234,6 +260,49 @@ def _decode(row: sqlite3.Row) -> dict[str, Any]:
             value = bool(value)
         result[column] = value
     return result
+
+
+_UPSERT_STEP_RECORD = (
+    "INSERT INTO steps (run_id, step_id, pos, record, status, attempts, started, finished, error) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(run_id, step_id) DO UPDATE SET "
+    "pos = excluded.pos, record = excluded.record, status = excluded.status, "
+    "attempts = excluded.attempts, started = excluded.started, finished = excluded.finished, "
+    "error = excluded.error"
+)
+
+
+_INSERT_HISTORY = (
+    'INSERT INTO history (run_id, pos, at, step, "from", "to") VALUES (?, ?, ?, ?, ?, ?)'
+)
+
+
+def _runs_out(
+    conn: sqlite3.Connection, rows: Iterable[sqlite3.Row], *, key: str = "id"
+) -> list[dict[str, Any]]:
+    """Run rows as dicts, with a state saved by parts put back together."""
+    runs = []
+    for row in rows:
+        run = _decode(row)
+        if run.pop("state_rows", None) and run.get("state") is not None:
+            run["state"] = _assembled(conn, run[key], run["state"])
+        runs.append(run)
+    return runs
+
+
+def _assembled(conn: sqlite3.Connection, run_id: str, head: dict[str, Any]) -> dict[str, Any]:
+    """The whole conductor state from its run-level part, step records and history rows."""
+    records = conn.execute(
+        "SELECT step_id, record FROM steps WHERE run_id = ? AND record IS NOT NULL ORDER BY pos",
+        (run_id,),
+    )
+    history = conn.execute(
+        'SELECT at, step, "from", "to" FROM history WHERE run_id = ? ORDER BY pos', (run_id,)
+    )
+    return {
+        **head,
+        "steps": {sid: json.loads(record) for sid, record in records},
+        "history": [{"at": a, "step": s, "from": f, "to": t} for a, s, f, t in history],
+    }
 
 
 def _check_columns(fields: Iterable[str], allowed: frozenset[str], what: str) -> None:
@@ -463,14 +532,76 @@ class SqliteStore:
     def get_run(self, run_id: str) -> dict[str, Any]:
         with self._tx(write=False) as conn:
             row = conn.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
+            if row is None:
+                raise self._no_run(run_id)
+            return _runs_out(conn, [row])[0]
+
+    def run_fields(self, run_id: str, *columns: str) -> dict[str, Any]:
+        """A few columns of a run, without decoding its state (cheap enough to poll)."""
+        _check_columns(columns, RUN_COLUMNS - {"state"}, "run")
+        names = ", ".join(map(_quoted, columns or ("id",)))
+        with self._tx(write=False) as conn:
+            row = conn.execute(f"SELECT {names} FROM runs WHERE id = ?", (run_id,)).fetchone()
         if row is None:
             raise self._no_run(run_id)
         return _decode(row)
 
+    def save_state(
+        self,
+        run_id: str,
+        *,
+        head: Mapping[str, Any],
+        steps: Iterable[tuple[int, str, Mapping[str, Any]]],
+        history: Iterable[Mapping[str, Any]],
+        history_from: int,
+        **fields: Any,
+    ) -> None:
+        """Save a conductor state by its parts, in one durable transaction.
+
+        ``head`` is the state without ``steps`` and ``history``; ``steps`` are
+        ``(position, step id, record)`` of the records that changed since the
+        last save (all of them the first time); ``history`` the entries from
+        position ``history_from`` on (later ones saved before are dropped).
+        ``get_run`` puts the parts back together as ``state``. A save costs
+        what changed, where rewriting the whole state cost the whole run.
+        """
+        _check_columns(fields, RUN_COLUMNS - {"id", "state"}, "run")
+        row = {"updated": self._clock(), **fields, "state": dict(head)}
+        assignments = ", ".join(f"{_quoted(c)} = ?" for c in row)
+        values = [_encode(c, v) for c, v in row.items()]
+        step_rows = [
+            (
+                run_id, sid, pos, _encode("record", record), _encode("status", record["status"]),
+                record.get("attempts", 0), record.get("started_at"), record.get("finished_at"),
+                record.get("error"),
+            )
+            for pos, sid, record in steps
+        ]  # fmt: skip
+        history_rows = [
+            (run_id, history_from + i, t["at"], t["step"], t["from"], t["to"])
+            for i, t in enumerate(history)
+        ]
+        with self._tx(write=True) as conn:
+            cursor = conn.execute(
+                f"UPDATE runs SET {assignments}, state_rows = 1 WHERE id = ?", [*values, run_id]
+            )
+            if cursor.rowcount == 0:
+                raise self._no_run(run_id)
+            conn.executemany(_UPSERT_STEP_RECORD, step_rows)
+            conn.execute(
+                "DELETE FROM history WHERE run_id = ? AND pos >= ?", (run_id, history_from)
+            )
+            conn.executemany(_INSERT_HISTORY, history_rows)
+
     def update_run(self, run_id: str, **fields: Any) -> None:
-        """Set some columns of a run (``updated`` is stamped unless given)."""
+        """Set some columns of a run (``updated`` is stamped unless given).
+
+        A ``state`` given here is the whole state: it replaces one saved by parts.
+        """
         _check_columns(fields, RUN_COLUMNS - {"id"}, "run")
         row = {"updated": self._clock(), **fields}
+        if "state" in row:
+            row["state_rows"] = 0
         assignments = ", ".join(f"{_quoted(c)} = ?" for c in row)
         values = [_encode(c, v) for c, v in row.items()]
         with self._tx(write=True) as conn:
@@ -492,7 +623,7 @@ class SqliteStore:
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         sql = f"SELECT * FROM runs {where} ORDER BY created DESC, rowid DESC LIMIT ?"
         with self._tx(write=False) as conn:
-            return [_decode(r) for r in conn.execute(sql, [*values, int(limit)])]
+            return _runs_out(conn, conn.execute(sql, [*values, int(limit)]).fetchall())
 
     def runs_by_status(self, statuses: Iterable[str]) -> list[dict[str, Any]]:
         """Every run in one of ``statuses``, oldest first: what a restart must resume."""
@@ -502,7 +633,7 @@ class SqliteStore:
         marks = ", ".join("?" for _ in wanted)
         sql = f"SELECT * FROM runs WHERE status IN ({marks}) ORDER BY created, rowid"
         with self._tx(write=False) as conn:
-            return [_decode(r) for r in conn.execute(sql, wanted)]
+            return _runs_out(conn, conn.execute(sql, wanted).fetchall())
 
     def request_kill(
         self, run_id: str, actor: str, reason: str, *, at: float | None = None
@@ -862,8 +993,8 @@ class SqliteStore:
         """Runs an alert with ``fingerprint`` started, newest first, with their status."""
         sql = (
             "SELECT t.run_id, t.runbook, t.route, t.alert_id, t.at, r.status, r.finished, "
-            "r.state FROM trigger_starts AS t LEFT JOIN runs AS r ON r.id = t.run_id "
-            "WHERE t.fingerprint = ?"
+            "r.state, r.state_rows FROM trigger_starts AS t LEFT JOIN runs AS r "
+            "ON r.id = t.run_id WHERE t.fingerprint = ?"
         )
         values: list[Any] = [fingerprint]
         if runbook is not None:
@@ -871,7 +1002,7 @@ class SqliteStore:
             values.append(runbook)
         with self._tx(write=False) as conn:
             rows = conn.execute(sql + " ORDER BY t.at DESC", values).fetchall()
-        return [_decode(r) for r in rows]
+            return _runs_out(conn, rows, key="run_id")
 
     def trigger_of_run(self, run_id: str) -> dict[str, Any] | None:
         with self._tx(write=False) as conn:
@@ -911,7 +1042,7 @@ class SqliteStore:
                 "SELECT * FROM runs WHERE runbook = ? AND created >= ? ORDER BY created, rowid",
                 (runbook, float(since)),
             ).fetchall()
-        return [_decode(r) for r in rows]
+            return _runs_out(conn, rows)
 
     def heartbeat(self, name: str, info: Mapping[str, Any] | None = None) -> float:
         """Rewrite one small row: proves the store takes writes (readiness checks)."""

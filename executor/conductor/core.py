@@ -9,7 +9,8 @@ simulated results (DESIGN.md sections 4, 6 and 8).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -34,6 +35,7 @@ from executor.conductor.state import (
     ConductorState,
     StepRecord,
     Transition,
+    transaction,
 )
 from executor.conductor.tables import (
     FINAL_EVENT,
@@ -45,12 +47,13 @@ from executor.conductor.tables import (
     Signal,
     StepEvent,
 )
-from executor.model import RunStatus, Step, StepStatus
+from executor.model import Runbook, RunStatus, Step, StepStatus
 
 GuardEvaluator = Callable[[Step, Mapping[str, Any]], bool]
 """Supplied by the engine: evaluates ``step.when`` against the context. May raise."""
 
 _LIVE = (RunStatus.RUNNING, RunStatus.WAITING)
+_NOT_TERMINAL = tuple(s for s in StepStatus if not s.terminal)
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,11 @@ class Decision:
 
 class Conductor(Machine):
     """Events in, decisions out, for one run of one runbook; see the module docstring."""
+
+    def __init__(self, runbook: Runbook, state: ConductorState | None = None) -> None:
+        super().__init__(runbook, state)
+        self._sid_of = {id(rec): sid for sid, rec in self._state.steps.items()}
+        self._unsaved: set[str] | None = None  # None: nothing saved yet, every record counts
 
     # ------------------------------------------------------------------ reading
 
@@ -146,8 +154,7 @@ class Conductor(Machine):
         handler = self._HANDLERS.get(type(event))
         if handler is None:
             raise ConductorError(f"the conductor does not know the event {event!r}")
-        backup = self._state.to_json()
-        try:
+        with self._transaction():
             if self._state.status.terminal:
                 raise ConductorError(
                     f"the run of {self.runbook.ref} already ended ({self._state.status.value}); "
@@ -158,9 +165,6 @@ class Conductor(Machine):
             self._state.seq += 1
             handler(self, event)
             self._settle()
-        except BaseException:
-            self._state = ConductorState.from_json(backup)
-            raise
 
     def next(
         self,
@@ -176,8 +180,7 @@ class Conductor(Machine):
         It changes the state: save it afterwards, as after ``handle``. While a
         step is UNKNOWN nothing new starts: the run waits for an operator.
         """
-        backup = self._state.to_json()
-        try:
+        with self._transaction():
             scope = {"inputs": inputs, "run": run, "alert": alert, "secrets": secrets}
             while True:  # to a fixed point: planning the saga may free `always` steps
                 if self._state.status in _LIVE and not self._unknown():
@@ -186,9 +189,28 @@ class Conductor(Machine):
                 if not self._settle():
                     break
             return self._decision()
+
+    def changed_steps(self) -> set[str]:
+        """Steps whose records changed since the last ``mark_saved`` (all, before the first)."""
+        return set(self._state.steps) if self._unsaved is None else set(self._unsaved)
+
+    def mark_saved(self) -> None:
+        """The caller saved every step record: from now on only changed ones are reported."""
+        self._unsaved = set()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """All or nothing: an exception undoes every change the event or decision made."""
+        try:
+            with transaction(self._state) as journal:
+                yield
         except BaseException:
-            self._state = ConductorState.from_json(backup)
+            self._index.rebuild(self._state.steps)
             raise
+        if self._unsaved is not None:
+            self._unsaved.update(
+                self._sid_of[id(target)] for target, _, _ in journal if id(target) in self._sid_of
+            )
 
     # ------------------------------------------------------------------ event handlers
 
@@ -257,10 +279,11 @@ class Conductor(Machine):
 
     def _on_approval(self, event: ApprovalDecision) -> None:
         step, rec = self._waiting_approval(event)
-        rec.approvals.append(
+        rec.approvals = [  # replaced, not appended to: the journal undoes assignments
+            *rec.approvals,
             {"approver": event.approver, "approve": event.approve, "at": event.at}
-            | ({"reason": event.reason} if event.reason else {})
-        )
+            | ({"reason": event.reason} if event.reason else {}),
+        ]
         if not event.approve:
             suffix = f": {event.reason}" if event.reason else ""
             self._fail(step.id, f"denied by {event.approver}{suffix}")
@@ -271,7 +294,7 @@ class Conductor(Machine):
 
     def _on_approval_expired(self, event: ApprovalExpired) -> None:
         step, rec = self._waiting_approval(event)
-        rec.approvals.append({"approver": "timeout", "approve": False, "at": event.at})
+        rec.approvals = [*rec.approvals, {"approver": "timeout", "approve": False, "at": event.at}]
         self._fail(
             step.id,
             f"denied by timeout: {len(_approvers(rec))} of {_quorum(step)} approval(s) "
@@ -371,25 +394,38 @@ class Conductor(Machine):
     # ------------------------------------------------------------------ advancing the graph
 
     def _advance(self, evaluate_guard: GuardEvaluator, scope: Mapping[str, Any]) -> bool:
-        """One pass in run order over undecided steps; True if anything changed."""
+        """One pass in run order over undecided steps; True if anything changed.
+
+        Only steps whose verdict may have changed are visited (see ``StepIndex``);
+        the others would be found waiting, as before.
+        """
         changed = False
-        for sid in self._order:
-            step, rec = self._steps[sid], self._state.steps[sid]
-            if rec.status is not StepStatus.PENDING or rec.ready or rec.retry_pending:
-                continue
-            kind, reason = self._verdict(step)
-            if kind == "wait":
-                continue
-            changed = True
-            if kind == "skip":
-                self._move(sid, StepEvent.SKIP, reason=reason)
-            elif self._guard_allows(step, evaluate_guard, scope):
-                if step.is_approval:
-                    self._move(sid, StepEvent.WAIT, reason=None)
-                    rec.started_at = self._state.now
-                else:
-                    rec.ready = True
+        index = self._index
+        index.begin_pass()
+        try:
+            while (sid := index.next_in_pass(self._order)) is not None:
+                changed = self._decide(sid, evaluate_guard, scope) or changed
+        finally:
+            index.end_pass()
         return changed
+
+    def _decide(self, sid: str, evaluate_guard: GuardEvaluator, scope: Mapping[str, Any]) -> bool:
+        step, rec = self._steps[sid], self._state.steps[sid]
+        if rec.status is not StepStatus.PENDING or rec.ready or rec.retry_pending:
+            return False
+        kind, reason = self._verdict(step)
+        if kind == "wait":
+            return False
+        if kind == "skip":
+            self._move(sid, StepEvent.SKIP, reason=reason)
+        elif self._guard_allows(step, evaluate_guard, scope):
+            if step.is_approval:
+                self._move(sid, StepEvent.WAIT, reason=None)
+                rec.started_at = self._state.now
+            else:
+                rec.ready = True
+                self._index.ready.add(sid)
+        return True
 
     def _guard_allows(
         self, step: Step, evaluate_guard: GuardEvaluator, scope: Mapping[str, Any]
@@ -418,6 +454,7 @@ class Conductor(Machine):
         planned = st.mode is Mode.ROLLING_BACK and st.saga is None and not self._in_flight()
         if planned:
             st.saga = saga.plan(st, self._steps, self._order)
+            self._index.touch_all()
         if self._finished():
             st.reason = self._final_reason()
             st.finished_at = st.now
@@ -430,7 +467,7 @@ class Conductor(Machine):
         st = self._state
         if st.status.terminal or (st.status is RunStatus.PENDING and st.mode is Mode.NORMAL):
             return False
-        if not all(rec.status.terminal for rec in st.steps.values()):
+        if self._index.count(*_NOT_TERMINAL):
             return False
         return st.mode is not Mode.ROLLING_BACK or saga.done(st)
 
@@ -459,16 +496,20 @@ class Conductor(Machine):
         head = saga.head(st)
         if self._unknown() or (head is not None and head.status is SagaStatus.UNKNOWN):
             return True
-        if head is not None or any(r.status is StepStatus.RUNNING for r in st.steps.values()):
+        if head is not None or self._index.count(StepStatus.RUNNING):
             return False
-        for sid in self._order:
-            step, rec = self._steps[sid], st.steps[sid]
+        for sid in self._index.ready:
+            rec = st.steps[sid]
+            if rec.status is StepStatus.PENDING and rec.ready and self._may_start(self._steps[sid]):
+                return False
+        for sid in self._index.undecided_candidates():  # the others wait for their needs
+            rec = st.steps[sid]
             if rec.status is not StepStatus.PENDING:
                 continue
             if rec.ready or rec.retry_pending:
-                if self._may_start(step):
+                if self._may_start(self._steps[sid]):
                     return False
-            elif self._verdict(step) != WAIT:
+            elif self._verdict(self._steps[sid]) != WAIT:
                 return False
         return bool(self.waiting_approvals())
 
@@ -478,7 +519,7 @@ class Conductor(Machine):
         moving = st.status in _LIVE and not self._unknown()
         start: list[str] = []
         retry: list[tuple[str, float]] = []
-        for sid in self._order if moving else ():
+        for sid in self._index.in_order(self._index.ready) if moving else ():
             rec = st.steps[sid]
             if rec.status is not StepStatus.PENDING or not rec.ready:
                 continue
@@ -508,8 +549,8 @@ class Conductor(Machine):
             failed=self._reasons(changes, StepStatus.FAILED),
             cancel=tuple(
                 sid
-                for sid in self._order
-                if st.steps[sid].status is StepStatus.RUNNING and st.steps[sid].cancel_requested
+                for sid in self._with_status(StepStatus.RUNNING)
+                if st.steps[sid].cancel_requested
             ),
             rollback=rollback,
             changes=changes,

@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 
 from executor.conductor import saga
 from executor.conductor.events import Event
+from executor.conductor.index import StepIndex
 from executor.conductor.state import (
     ConductorError,
     ConductorState,
@@ -54,6 +55,8 @@ class Machine:
         else:
             _check_belongs(state, runbook)
         self._state = state
+        self._index = StepIndex(self._order, self._steps)
+        self._index.rebuild(state.steps)
 
     # ------------------------------------------------------------------ failure and modes
 
@@ -74,6 +77,7 @@ class Machine:
         if new is old:
             return
         self._state.mode = new
+        self._index.touch_all()
         if cause is not None and new is Mode.ROLLING_BACK:
             self._state.cause = cause  # the step whose own rollback runs first
         self._ENTER[new](self)
@@ -171,7 +175,9 @@ class Machine:
         self._state.history.append(
             Transition(self._state.now, step_id, rec.status.value, new.value)
         )
+        old = rec.status
         rec.status, rec.reason = new, reason
+        self._index.moved(step_id, old, new)
         if new.terminal:
             rec.ready = False
             rec.finished_at, rec.finished_seq = self._state.now, self._state.seq
@@ -185,6 +191,7 @@ class Machine:
                 f"it cannot {event.value}"
             )
         item.status = new
+        self._index.touch_all()  # the saga being done lets `always` steps go on
 
     def _move_run(self, event: RunEvent) -> None:
         st = self._state
@@ -213,16 +220,13 @@ class Machine:
             ) from None
 
     def _with_status(self, status: StepStatus) -> tuple[str, ...]:
-        return tuple(sid for sid in self._order if self._state.steps[sid].status is status)
+        return self._index.with_status(status)
 
     def _unknown(self) -> tuple[str, ...]:
         return self._with_status(StepStatus.UNKNOWN)
 
     def _in_flight(self) -> bool:
-        return any(
-            rec.status in (StepStatus.RUNNING, StepStatus.UNKNOWN)
-            for rec in self._state.steps.values()
-        )
+        return self._index.count(StepStatus.RUNNING, StepStatus.UNKNOWN) > 0
 
 
 def plain(value: Mapping[str, Any], what: str) -> dict[str, Any]:

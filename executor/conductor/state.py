@@ -9,6 +9,9 @@ from the engine already masked.
 from __future__ import annotations
 
 import json
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -28,8 +31,65 @@ class ConductorError(RunbookError):
     """
 
 
+class _Journal(threading.local):
+    """The open transaction of this thread: (object, attribute, old value) per change."""
+
+    entries: list[tuple[object, str, Any]] | None = None
+
+
+_JOURNAL = _Journal()
+
+
+class Journaled:
+    """Remembers the old value of every attribute set while a ``transaction`` is open.
+
+    Undoing an event by restoring only what it changed costs as much as the
+    event did, where a backup of the whole state cost as much as the run.
+    Attributes an object gets when it is created are not remembered: a new
+    object is simply dropped by the undo.
+    """
+
+    __slots__ = ()
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        entries = _JOURNAL.entries
+        if entries is not None:
+            current = self.__dict__
+            if name in current:
+                entries.append((self, name, current[name]))
+        object.__setattr__(self, name, value)
+
+
+@contextmanager
+def transaction(state: ConductorState) -> Iterator[list[tuple[object, str, Any]]]:
+    """Apply changes to ``state`` all or nothing: on any exception every change is undone.
+
+    Attribute assignments on the state, its step records and saga items are
+    journaled; ``history`` and ``tolerated`` only ever grow, so they are cut
+    back to their length. Lists and dicts held in attributes must be replaced,
+    never changed in place. Yields the journal (what changed, for the caller's
+    indexes and for saving only what changed).
+    """
+    if _JOURNAL.entries is not None:
+        raise ConductorError("a conductor transaction is already open in this thread")
+    entries: list[tuple[object, str, Any]] = []
+    history, tolerated = len(state.history), len(state.tolerated)
+    _JOURNAL.entries = entries
+    try:
+        yield entries
+    except BaseException:
+        _JOURNAL.entries = None
+        for target, name, old in reversed(entries):
+            object.__setattr__(target, name, old)
+        del state.history[history:]
+        del state.tolerated[tolerated:]
+        raise
+    finally:
+        _JOURNAL.entries = None
+
+
 @dataclass
-class StepRecord:
+class StepRecord(Journaled):
     """Everything known about one step of the run."""
 
     status: StepStatus = StepStatus.PENDING
@@ -62,7 +122,7 @@ class StepRecord:
 
 
 @dataclass
-class SagaItem:
+class SagaItem(Journaled):
     """One rollback action: ``index`` is its place in the step's ``rollback`` list."""
 
     step: str
@@ -96,7 +156,7 @@ class Transition:
 
 
 @dataclass
-class ConductorState:
+class ConductorState(Journaled):
     """A run as the conductor sees it; ``steps`` is in file order."""
 
     runbook: str

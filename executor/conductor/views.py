@@ -6,7 +6,7 @@ run can never change it.
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, TypedDict
 
 from executor.conductor.state import ConductorState, StepRecord
@@ -33,23 +33,37 @@ def expression_context(
     alert: Mapping[str, Any] | None = None,
     secrets: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The context guards and templates see; ``steps`` is a copy, so an
-    expression cannot alter the saved state."""
-    steps = {
-        sid: {
-            "status": rec.status.value,
-            "outputs": copy.deepcopy(rec.outputs),
-            "hosts": copy.deepcopy(rec.hosts),
-        }
-        for sid, rec in state.steps.items()
-    }
+    """The context guards and templates see; each ``steps`` entry is a fresh copy
+    made when read, so an expression cannot alter the saved state, and a guard
+    costs what it reads rather than a copy of the whole run."""
     return {
         "inputs": dict(inputs or {}),
-        "steps": steps,
+        "steps": StepsView(state),
         "run": dict(run or {}),
         "alert": dict(alert or {}),
         "secrets": dict(secrets or {}),
     }
+
+
+class StepsView(Mapping[str, dict[str, Any]]):
+    """``steps.<id>.status|outputs|hosts``, copied from the records when read."""
+
+    def __init__(self, state: ConductorState) -> None:
+        self._records = state.steps
+
+    def __getitem__(self, step_id: str) -> dict[str, Any]:
+        rec = self._records[step_id]
+        return {
+            "status": rec.status.value,
+            "outputs": copy.deepcopy(rec.outputs),
+            "hosts": copy.deepcopy(rec.hosts),
+        }
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._records)
+
+    def __len__(self) -> int:
+        return len(self._records)
 
 
 def touched(state: ConductorState, order: Sequence[str]) -> list[Touched]:

@@ -117,13 +117,16 @@ class RunExecution(ApprovalDesk, RollbackSaga):
         return ctx
 
     def save(self, **fields: Any) -> None:
-        """Store the conductor state (and any run columns given) in one write."""
-        state = self.conductor.state
-        self.services.store.update_run(
+        """Store the conductor state (and any run columns given) in one write.
+
+        Only what changed since the last save is written (see ``Snapshots``).
+        """
+        self.snapshots.save(
+            self.services.store,
             self.run_id,
+            self.conductor,
             **{
-                "status": state.status.value,
-                "state": self.snapshots.document(state),
+                "status": self.conductor.state.status.value,
                 "updated": self.services.clock.now(),
                 **fields,
             },
@@ -273,8 +276,8 @@ class RunExecution(ApprovalDesk, RollbackSaga):
             self._feed_approvals()
 
     def _stop_request(self) -> tuple[str, str] | None:
-        """The kill-switch is read before every step; the run row (``runbook kill``) at most
-        once per poll interval, since it carries the whole saved state."""
+        """The kill-switch is read before every step, the run's kill request (``runbook
+        kill``) at most once per poll interval."""
         switch = self.services.store.killswitch(self.runbook.name)
         if switch:
             actor = str(switch.get("actor") or "?")
@@ -285,7 +288,7 @@ class RunExecution(ApprovalDesk, RollbackSaga):
         ):
             return None
         self.run_checked_at = now
-        run = self.services.store.get_run(self.run_id)
+        run = _kill_request(self.services.store, self.run_id)
         if run.get("kill_requested"):
             actor = str(run.get("kill_by") or "?")
             return f"killed by {actor}: {run.get('kill_reason')}", actor
@@ -635,6 +638,14 @@ class RunExecution(ApprovalDesk, RollbackSaga):
             except queue.Empty:
                 continue
             self.in_flight.discard(item.step_id)
+
+
+def _kill_request(store: Any, run_id: str) -> Mapping[str, Any]:
+    """The run's kill columns, without reading its state where the store allows it."""
+    fields = getattr(store, "run_fields", None)
+    if fields is None:
+        return store.get_run(run_id)  # type: ignore[no-any-return]
+    return fields(run_id, "kill_requested", "kill_by", "kill_reason")  # type: ignore[no-any-return]
 
 
 def _moves(decision: cd.Decision) -> bool:
