@@ -11,6 +11,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import cached_property
 from types import MappingProxyType
 from typing import Any
 
@@ -410,10 +411,12 @@ class Runbook:
         return f"{self.metadata.name}@{self.metadata.version}"
 
     def step(self, step_id: str) -> Step:
-        for step in self.steps:
-            if step.id == step_id:
-                return step
-        raise KeyError(step_id)
+        """The step with this id; KeyError if there is none (called on every event)."""
+        return self._steps_by_id[step_id]
+
+    @cached_property
+    def _steps_by_id(self) -> Mapping[str, Step]:
+        return MappingProxyType({s.id: s for s in self.steps})
 
     @property
     def step_ids(self) -> tuple[str, ...]:

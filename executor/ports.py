@@ -9,7 +9,7 @@ them). A rehearsal plugs in scripted actions and a fake clock instead.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -212,6 +212,22 @@ class StateStore(Protocol):
     def get_run(self, run_id: str) -> dict[str, Any]: ...
     def update_run(self, run_id: str, **fields: Any) -> None: ...
     def list_runs(self, *, limit: int = 50, status: str | None = None) -> list[dict[str, Any]]: ...
+    def run_fields(self, run_id: str, *columns: str) -> dict[str, Any]:
+        """A few columns of a run without decoding its state: cheap enough to poll."""
+        ...
+
+    def save_state(
+        self,
+        run_id: str,
+        *,
+        head: Mapping[str, Any],
+        steps: Iterable[tuple[int, str, Mapping[str, Any]]],
+        history: Iterable[Mapping[str, Any]],
+        history_from: int,
+        **fields: Any,
+    ) -> None:
+        """Save a conductor state by its parts (only what changed), in one transaction."""
+        ...
 
     # steps (one row per run and step; the conductor state is the truth, these serve queries)
     def upsert_step(self, run_id: str, step_id: str, **fields: Any) -> None: ...
