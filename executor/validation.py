@@ -16,8 +16,6 @@ can in a file whose structure is broken.
 
 from __future__ import annotations
 
-import difflib
-import json
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -34,6 +32,22 @@ from executor.errors import Issue, ValidationFailed
 from executor.graph import Graph
 from executor.loader import DocPath, Document, load_document
 from executor.model import ACTION_KINDS, HOST_KINDS, RESULT_KINDS, Runbook
+from executor.schema_words import (
+    TYPE_WORDS,
+    Found,
+    allowed_keys,
+    closest,
+    dotted,
+    load_schema,
+    meant_branch,
+    missing_keys,
+    one_of,
+    positioned,
+    show,
+    title,
+    type_words,
+    unknown_keys,
+)
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "runbook.schema.json"
 
@@ -93,12 +107,9 @@ def _unique_sorted(issues: list[Issue]) -> list[Issue]:
 # =========================================================================== schema
 
 
-@cache
 def schema() -> Mapping[str, Any]:
     """The runbook JSON Schema, loaded once."""
-    with open(SCHEMA_PATH, encoding="utf-8") as handle:
-        loaded: dict[str, Any] = json.load(handle)
-    return loaded
+    return load_schema(SCHEMA_PATH)
 
 
 _NOT_FOR_DRAFT07 = frozenset(
@@ -183,34 +194,12 @@ def schema_errors(data: Any) -> list[ValidationError]:
         return list(_full_validator().iter_errors(data))
 
 
-@dataclass(frozen=True)
-class _Found:
-    path: DocPath
-    message: str
-    code: str
-    key: bool = False
-
-
 def _schema_issues(doc: Document) -> list[Issue]:
-    out: list[Issue] = []
-    for error in schema_errors(doc.data):
-        for found in _explain(error, doc.data):
-            line, col = doc.position(found.path, key=found.key)
-            out.append(Issue(doc.path, line, col, found.message, code=found.code))
-    return out
+    found = [item for error in schema_errors(doc.data) for item in _explain(error, doc.data)]
+    return positioned(doc, found)
 
 
 # --------------------------------------------------------------------------- words
-
-_TYPE_WORDS = {
-    "string": "a string",
-    "integer": "an integer",
-    "number": "a number",
-    "boolean": "true or false",
-    "array": "a list",
-    "object": "a mapping",
-    "null": "null",
-}
 
 _TITLE_WORDS = {
     "duration": "a duration such as 90s, 15m or 2h, or a number of seconds",
@@ -237,28 +226,8 @@ _NAME_KINDS = {
 
 
 def _show(value: Any) -> str:
-    """A value as a person wrote it: 'two', 90, true, a list."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if value is None:
-        return "nothing (null)"
-    if isinstance(value, str):
-        text = value if len(value) <= 40 else value[:37] + "..."
-        return repr(text)
-    if isinstance(value, dict):
-        return "a mapping"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, int | float):
-        return str(value)
-    return f"{type(value).__name__} {value}"
-
-
-def _dotted(parts: tuple[Any, ...]) -> str:
-    text = ""
-    for part in parts:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
-    return text
+    """A value in a message; a YAML date or bytes say what they are ('date 2024-01-02')."""
+    return show(value, typed=True)
 
 
 def _step_label(data: Any, index: int) -> str:
@@ -280,8 +249,8 @@ def _field(path: DocPath, data: Any) -> str:
     if split is not None:
         index, rest = split
         label = _step_label(data, index)
-        return f"'{_dotted(rest)}' in {label}" if rest else label
-    return f"'{_dotted(path)}'" if path else "the runbook"
+        return f"'{dotted(rest)}' in {label}" if rest else label
+    return f"'{dotted(path)}'" if path else "the runbook"
 
 
 def _container(path: DocPath, data: Any) -> str:
@@ -290,24 +259,14 @@ def _container(path: DocPath, data: Any) -> str:
     if split is not None:
         index, rest = split
         label = _step_label(data, index)
-        return f"in '{_dotted(rest)}' of {label}" if rest else f"in {label}"
-    return f"in '{_dotted(path)}'" if path else "at the top level"
-
-
-def _suggest(word: str, choices: Any) -> str | None:
-    options = [c for c in choices if isinstance(c, str)]
-    close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
-    return close[0] if close else None
-
-
-def _one_of(values: Any) -> str:
-    return ", ".join(str(v) for v in values)
+        return f"in '{dotted(rest)}' of {label}" if rest else f"in {label}"
+    return f"in '{dotted(path)}'" if path else "at the top level"
 
 
 # --------------------------------------------------------------------------- explain
 
 
-def _explain(error: ValidationError, data: Any) -> list[_Found]:
+def _explain(error: ValidationError, data: Any) -> list[Found]:
     """One jsonschema error as sentences with the path to point at."""
     path: DocPath = tuple(error.absolute_path)
     if "dependentSchemas" in error.relative_schema_path:
@@ -316,7 +275,7 @@ def _explain(error: ValidationError, data: Any) -> list[_Found]:
     return handler(error, path, data)
 
 
-def _explain_two_actions(error: ValidationError, path: DocPath, data: Any) -> list[_Found]:
+def _explain_two_actions(error: ValidationError, path: DocPath, data: Any) -> list[Found]:
     """One action excludes the others; one sentence per step, at its second action."""
     step_path = path[:2]
     step = data["steps"][path[1]]
@@ -325,53 +284,46 @@ def _explain_two_actions(error: ValidationError, path: DocPath, data: Any) -> li
         f"{_field(step_path, data)} has more than one action ({', '.join(kinds)}); "
         "a step runs exactly one: split it into separate steps"
     )
-    return [_Found((*step_path, kinds[1]), message, "two-actions", key=True)]
+    return [Found((*step_path, kinds[1]), message, "two-actions", key=True)]
 
 
-def _explain_additional(error: ValidationError, path: DocPath, data: Any) -> list[_Found]:
-    allowed = list(error.schema.get("properties", {}))
+def _explain_additional(error: ValidationError, path: DocPath, data: Any) -> list[Found]:
+    allowed = allowed_keys(error)
+    where = _container(path, data)
     out = []
-    for key in error.instance:
-        if key in allowed:
-            continue
-        where = _container(path, data)
-        close = _suggest(str(key), allowed)
-        hint = f"; did you mean '{close}'?" if close else f" (allowed: {_one_of(allowed)})"
-        out.append(_Found((*path, key), f"unknown key '{key}' {where}{hint}", "unknown-key", True))
+    for key in unknown_keys(error):
+        close = closest(str(key), allowed)
+        hint = f"; did you mean '{close}'?" if close else f" (allowed: {one_of(allowed)})"
+        out.append(Found((*path, key), f"unknown key '{key}' {where}{hint}", "unknown-key", True))
     return out
 
 
-def _explain_required(error: ValidationError, path: DocPath, data: Any) -> list[_Found]:
-    out = []
-    for key in error.validator_value:
-        if isinstance(error.instance, dict) and key not in error.instance:
-            where = _container(path, data)
-            out.append(
-                _Found(path, f"missing required key '{key}' {where}", "missing-key", key=True)
-            )
-    return out
+def _explain_required(error: ValidationError, path: DocPath, data: Any) -> list[Found]:
+    where = _container(path, data)
+    return [
+        Found(path, f"missing required key '{key}' {where}", "missing-key", key=True)
+        for key in missing_keys(error)
+    ]
 
 
-def _explain_type(error: ValidationError, path: DocPath, data: Any) -> list[_Found]:
-    expected = error.validator_value
-    kinds = expected if isinstance(expected, list) else [expected]
-    words = " or ".join(_TYPE_WORDS.get(k, k) for k in kinds)
+def _explain_type(error: ValidationError, path: DocPath, data: Any) -> list[Found]:
+    words = type_words(error.validator_value)
     got = _show(error.instance)
-    return [_Found(path, f"{_field(path, data)} must be {words}, got {got}", "wrong-type")]
+    return [Found(path, f"{_field(path, data)} must be {words}, got {got}", "wrong-type")]
 
 
-def _explain_enum(error: ValidationError, path: DocPath, data: Any) -> list[_Found]:
-    choices = _one_of(error.validator_value)
+def _explain_enum(error: ValidationError, path: DocPath, data: Any) -> list[Found]:
+    choices = one_of(error.validator_value)
     message = f"{_field(path, data)} must be one of {choices}; got {_show(error.instance)}"
-    return [_Found(path, message, "bad-value")]
+    return [Found(path, message, "bad-value")]
 
 
-def _explain_const(error: ValidationError, path: DocPath, data: Any) -> list[_Found]:
+def _explain_const(error: ValidationError, path: DocPath, data: Any) -> list[Found]:
     message = f"{_field(path, data)} must be {error.validator_value}, got {_show(error.instance)}"
-    return [_Found(path, message, "bad-value")]
+    return [Found(path, message, "bad-value")]
 
 
-def _explain_pattern(error: ValidationError, path: DocPath, data: Any) -> list[_Found]:
+def _explain_pattern(error: ValidationError, path: DocPath, data: Any) -> list[Found]:
     pattern = str(error.validator_value)
     relative = list(error.relative_schema_path)
     if "propertyNames" in relative:
@@ -380,151 +332,136 @@ def _explain_pattern(error: ValidationError, path: DocPath, data: Any) -> list[_
             f"{kind} name {error.instance!r} is not usable in expressions: "
             f"use {_PATTERN_WORDS[pattern]}"
         )
-        return [_Found((*path, error.instance), message, "bad-name", key=True)]
+        return [Found((*path, error.instance), message, "bad-name", key=True)]
     got = _show(error.instance)
     parent = error.parent
-    if _title(error) == "duration" or (parent is not None and _title(parent) == "duration"):
+    if title(error) == "duration" or (parent is not None and title(parent) == "duration"):
         message = (
             f"{_field(path, data)} is not a duration: write e.g. 500ms, 90s, 15m, 2h or 1d, "
             f"or a number of seconds; got {got}"
         )
-        return [_Found(path, message, "bad-duration")]
+        return [Found(path, message, "bad-duration")]
     if len(path) == 3 and path[0] == "steps" and path[2] == "id":
         message = f"step id {got} must be {_PATTERN_WORDS[pattern]}"
-        return [_Found(path, message, "bad-pattern")]
+        return [Found(path, message, "bad-pattern")]
     if path[-1:] == ("version",) and path[:1] == ("metadata",):
         words = "a semantic version such as 1.2.0"
     else:
         words = _PATTERN_WORDS.get(pattern, f"text matching {pattern}")
-    return [_Found(path, f"{_field(path, data)} must be {words}, got {got}", "bad-pattern")]
+    return [Found(path, f"{_field(path, data)} must be {words}, got {got}", "bad-pattern")]
 
 
-def _explain_bounds(error: ValidationError, path: DocPath, data: Any) -> list[_Found]:
+def _explain_bounds(error: ValidationError, path: DocPath, data: Any) -> list[Found]:
     field = _field(path, data)
     limit = error.validator_value
     validator = str(error.validator)
     if validator == "minItems" and path == ("steps",):
-        return [_Found(path, "'steps' must list at least one step", "too-few")]
+        return [Found(path, "'steps' must list at least one step", "too-few")]
     if validator == "minItems" and path[-1:] == ("approvers",):
         message = f"{field} must name at least one approver group"
-        return [_Found(path, message, "too-few")]
+        return [Found(path, message, "too-few")]
     if validator == "minItems":
         message = f"{field} must not be empty" if limit == 1 else f"{field} needs {limit} items"
-        return [_Found(path, message, "too-few")]
+        return [Found(path, message, "too-few")]
     if validator == "minLength":
-        return [_Found(path, f"{field} must not be empty", "empty-string")]
+        return [Found(path, f"{field} must not be empty", "empty-string")]
     if validator == "maxLength":
-        return [_Found(path, f"{field} must be at most {limit} characters long", "too-long")]
+        return [Found(path, f"{field} must be at most {limit} characters long", "too-long")]
     if validator == "uniqueItems":
-        return [_Found(path, f"{field} lists the same value twice", "duplicate-item")]
+        return [Found(path, f"{field} lists the same value twice", "duplicate-item")]
     word = "at least" if validator == "minimum" else "at most"
     got = _show(error.instance)
-    return [_Found(path, f"{field} must be {word} {limit}, got {got}", "out-of-range")]
+    return [Found(path, f"{field} must be {word} {limit}, got {got}", "out-of-range")]
 
 
-def _explain_rollback_entry(error: ValidationError, path: DocPath, data: Any) -> list[_Found]:
+def _explain_rollback_entry(error: ValidationError, path: DocPath, data: Any) -> list[Found]:
     where = _field(path, data)
     if error.validator == "minProperties":
         message = f"{where} is empty; give it one action, e.g. 'ssh: {{...}}'"
     else:
-        kinds = _one_of(k for k in error.instance if k in ACTION_KINDS)
+        kinds = one_of(k for k in error.instance if k in ACTION_KINDS)
         message = f"{where} has more than one action ({kinds}); give each action its own entry"
-    return [_Found(path, message, "rollback-entry")]
+    return [Found(path, message, "rollback-entry")]
 
 
-def _explain_not(error: ValidationError, path: DocPath, data: Any) -> list[_Found]:
-    if _title(error) == "http action":
+def _explain_not(error: ValidationError, path: DocPath, data: Any) -> list[Found]:
+    if title(error) == "http action":
         message = f"{_field(path, data)} has both 'json' and 'body'; send only one of them"
-        return [_Found(path, message, "json-and-body")]
+        return [Found(path, message, "json-and-body")]
     return _explain_other(error, path, data)
 
 
-def _explain_dependent_required(error: ValidationError, path: DocPath, data: Any) -> list[_Found]:
+def _explain_dependent_required(error: ValidationError, path: DocPath, data: Any) -> list[Found]:
     message = (
         f"{_field(path, data)} has 'args' but no 'module'; args are the arguments of a "
         "module (a playbook takes extravars)"
     )
-    return [_Found((*path, "args"), message, "args-without-module", key=True)]
+    return [Found((*path, "args"), message, "args-without-module", key=True)]
 
 
-def _title(error: ValidationError) -> str | None:
-    return error.schema.get("title") if isinstance(error.schema, dict) else None
-
-
-def _explain_choice(error: ValidationError, path: DocPath, data: Any) -> list[_Found]:
+def _explain_choice(error: ValidationError, path: DocPath, data: Any) -> list[Found]:
     """oneOf / anyOf: a sentence of our own, or the errors of the branch the author meant."""
-    title = _title(error)
+    title_ = title(error)
     instance = error.instance
-    special = _CHOICE_HANDLERS.get(title or "")
+    special = _CHOICE_HANDLERS.get(title_ or "")
     if special is not None:
         return special(instance, path, data) if isinstance(instance, dict) else []
-    branches: dict[int, list[ValidationError]] = {}
-    for sub in error.context or []:
-        branches.setdefault(int(sub.relative_schema_path[0]), []).append(sub)
-    if not branches:  # "valid under each of": the schema's branches overlap
+    if not error.context:  # "valid under each of": the schema's branches overlap
         return _explain_other(error, path, data)
-    meant = [
-        errors
-        for errors in branches.values()
-        if not any(
-            e.validator in ("type", "const") and tuple(e.absolute_path) == path for e in errors
-        )
-    ]
-    if meant:
-        best = min(meant, key=len)
-        return [found for sub in best for found in _explain(sub, data)]
-    if title in _TITLE_WORDS:
-        words = _TITLE_WORDS[title]
+    meant = meant_branch(error, mismatch=("type", "const"))
+    if meant is not None:
+        return [found for sub in meant for found in _explain(sub, data)]
+    if title_ in _TITLE_WORDS:
+        words = _TITLE_WORDS[title_]
     else:
         kinds = [
             e.validator_value
-            for errors in branches.values()
-            for e in errors
+            for e in error.context
             if e.validator == "type" and tuple(e.absolute_path) == path
         ]
-        words = " or ".join(_TYPE_WORDS.get(str(k), str(k)) for k in kinds)
+        words = type_words(kinds)
     message = f"{_field(path, data)} must be {words}, got {_show(instance)}"
-    return [_Found(path, message, "wrong-type")]
+    return [Found(path, message, "wrong-type")]
 
 
-def _no_action(instance: dict[str, Any], path: DocPath, data: Any) -> list[_Found]:
+def _no_action(instance: dict[str, Any], path: DocPath, data: Any) -> list[Found]:
     message = (
-        f"{_field(path, data)} has no action; give it one of {_one_of(ACTION_KINDS)}, or an assert"
+        f"{_field(path, data)} has no action; give it one of {one_of(ACTION_KINDS)}, or an assert"
     )
-    return [_Found(path, message, "no-action", key=True)]
+    return [Found(path, message, "no-action", key=True)]
 
 
-def _credential_kind(instance: dict[str, Any], path: DocPath, data: Any) -> list[_Found]:
+def _credential_kind(instance: dict[str, Any], path: DocPath, data: Any) -> list[Found]:
     name = path[-1]
     if "vault_ssh" in instance and "vault_kv" in instance:
         message = f"credential '{name}' has both vault_ssh and vault_kv; keep exactly one"
     else:
         message = f"credential '{name}' must have vault_ssh or vault_kv"
-    return [_Found(path, message, "credential-kind", key=True)]
+    return [Found(path, message, "credential-kind", key=True)]
 
 
-def _playbook_or_module(instance: dict[str, Any], path: DocPath, data: Any) -> list[_Found]:
+def _playbook_or_module(instance: dict[str, Any], path: DocPath, data: Any) -> list[Found]:
     field = _field(path, data)
     if "playbook" in instance and "module" in instance:
         message = f"{field} has both 'playbook' and 'module'; give exactly one"
     else:
         message = f"{field} needs a 'playbook' or a 'module'"
-    return [_Found(path, message, "playbook-or-module", key=True)]
+    return [Found(path, message, "playbook-or-module", key=True)]
 
 
-_CHOICE_HANDLERS: dict[str, Callable[[dict[str, Any], DocPath, Any], list[_Found]]] = {
+_CHOICE_HANDLERS: dict[str, Callable[[dict[str, Any], DocPath, Any], list[Found]]] = {
     "step": _no_action,
     "credential": _credential_kind,
     "ansible action": _playbook_or_module,
 }
 
 
-def _explain_other(error: ValidationError, path: DocPath, data: Any) -> list[_Found]:
+def _explain_other(error: ValidationError, path: DocPath, data: Any) -> list[Found]:
     message = f"{_field(path, data)} is not valid here ({error.validator} rule)"
-    return [_Found(path, message, "invalid")]
+    return [Found(path, message, "invalid")]
 
 
-_HANDLERS: dict[str, Callable[[ValidationError, DocPath, Any], list[_Found]]] = {
+_HANDLERS: dict[str, Callable[[ValidationError, DocPath, Any], list[Found]]] = {
     "additionalProperties": _explain_additional,
     "required": _explain_required,
     "type": _explain_type,
@@ -633,7 +570,7 @@ def _step_sites(data: Any, index: int, step: dict[str, Any]) -> Iterator[Site]:
     base: DocPath = ("steps", index)
 
     def site(rel: DocPath, source: str, kind: str, result: bool = False) -> Site:
-        return Site((*base, *rel), source, kind, owner, _dotted(rel), index, result)
+        return Site((*base, *rel), source, kind, owner, dotted(rel), index, result)
 
     yield from _strings(step.get("when"), ("when",), lambda r, s: site(r, s, "expression"))
     for name, value in _mapping(step.get("outputs")).items():
@@ -654,7 +591,7 @@ def _step_sites(data: Any, index: int, step: dict[str, Any]) -> Iterator[Site]:
         yield from _action_sites(
             entry,
             rel,
-            lambda r, s: Site((*base, *r), s, "template", rollback_owner, _dotted(r), index),
+            lambda r, s: Site((*base, *r), s, "template", rollback_owner, dotted(r), index),
         )
 
 
@@ -768,7 +705,7 @@ class _Checker:
         for index in range(len(self.steps)):
             for path, need in self.needs(index):
                 if need not in self.first:
-                    close = _suggest(need, self.first)
+                    close = closest(need, self.first)
                     hint = f"; did you mean '{close}'?" if close else ""
                     self.add(
                         path,
@@ -837,7 +774,7 @@ class _Checker:
                 continue
             target = body.get("target")
             if isinstance(target, str) and target not in self.targets:
-                close = _suggest(target, self.targets)
+                close = closest(target, self.targets)
                 hint = f"; did you mean '{close}'?" if close else ""
                 self.add(
                     (*path, kind, "target"),
@@ -848,7 +785,7 @@ class _Checker:
             if not isinstance(credential, str):
                 continue
             if credential not in self.credentials:
-                close = _suggest(credential, self.credentials)
+                close = closest(credential, self.credentials)
                 hint = f"; did you mean '{close}'?" if close else ""
                 self.add(
                     (*path, kind, "credential"),
@@ -895,7 +832,7 @@ class _Checker:
         if site.plan_only and root not in _PLAN_ROOTS:
             self.add(
                 site.path,
-                f"{said} may use only inputs, alert and run, but reads {_dotted(ref)}",
+                f"{said} may use only inputs, alert and run, but reads {dotted(ref)}",
                 "plan-time-only",
             )
         elif root == "inputs":
@@ -915,7 +852,7 @@ class _Checker:
                     "unknown-target",
                 )
         elif root not in _CONTEXT_ROOTS:
-            close = _suggest(root, _CONTEXT_ROOTS)
+            close = closest(root, _CONTEXT_ROOTS)
             hint = f"did you mean '{close}'? " if close else ""
             self.add(
                 site.path,
@@ -926,7 +863,7 @@ class _Checker:
 
     @staticmethod
     def did_you_mean(word: str, choices: Any) -> str:
-        close = _suggest(word, choices)
+        close = closest(word, choices)
         return f"; did you mean '{close}'?" if close else ""
 
     def check_input_ref(self, site: Site, ref: tuple[str, ...], said: str) -> None:
@@ -955,7 +892,7 @@ class _Checker:
         if len(ref) >= 3 and ref[2] not in _STEP_FIELDS:
             self.add(
                 site.path,
-                f"{said} reads {_dotted(ref[:3])}; a step exposes only status, outputs and hosts",
+                f"{said} reads {dotted(ref[:3])}; a step exposes only status, outputs and hosts",
                 "unknown-step-field",
             )
         elif len(ref) >= 4 and ref[2] == "outputs":
@@ -964,7 +901,7 @@ class _Checker:
                 what = f"no output '{ref[3]}'" if declared else "no outputs"
                 self.add(
                     site.path,
-                    f"{said} reads {_dotted(ref[:4])}, but step '{other}' declares {what}"
+                    f"{said} reads {dotted(ref[:4])}, but step '{other}' declares {what}"
                     + self.did_you_mean(ref[3], declared),
                     "undeclared-output",
                 )
@@ -1073,10 +1010,10 @@ def _default_problem(spec: dict[str, Any], value: Any, regex: re.Pattern[str] | 
     kind = spec.get("type", "string")
     accepts = _INPUT_TYPES.get(kind) if isinstance(kind, str) else None
     if accepts is not None and not accepts(value):
-        return f"is not {_TYPE_WORDS[kind]}"
+        return f"is not {TYPE_WORDS[kind]}"
     enum = spec.get("enum")
     if isinstance(enum, list) and value not in enum:
-        return f"is not one of its enum values: {_one_of(enum)}"
+        return f"is not one of its enum values: {one_of(enum)}"
     if isinstance(value, str):
         if regex is not None and not regex.search(value):
             return f"does not match its pattern {spec['pattern']}"

@@ -16,7 +16,8 @@ from executor.inputs import InputError, resolve_inputs
 from executor.loader import DocPath, Document
 from executor.model import HOST_KINDS, Runbook, Step
 from executor.rehearsal.scenario import APPROVAL_FIELDS, merged
-from executor.rehearsal.schema import describe, suggest
+from executor.rehearsal.schema import describe
+from executor.schema_words import did_you_mean
 
 _NO_RESULT = {
     "log": "a log step always succeeds (its message is its output)",
@@ -46,7 +47,7 @@ class _Checker:
             self.add(
                 path,
                 f"{self.where(path)}: {self.book.ref} has no step {step_id!r}"
-                f"{suggest(str(step_id), self.steps)}",
+                f"{did_you_mean(str(step_id), self.steps)}",
             )
         return found
 
@@ -84,7 +85,7 @@ class _Checker:
                 self.add(
                     (*base, "hosts", target),
                     f"{self.where((*base, 'hosts', target))}: {self.book.ref} has no target "
-                    f"{target!r}{suggest(target, self.book.targets)}",
+                    f"{target!r}{did_you_mean(target, self.book.targets)}",
                 )
         kv = [n for n, c in self.book.credentials.items() if c.kind == "vault_kv"]
         for name in _mapping(raw.get("secrets")):
@@ -92,7 +93,7 @@ class _Checker:
                 self.add(
                     (*base, "secrets", name),
                     f"{self.where((*base, 'secrets', name))}: {self.book.ref} has no vault_kv "
-                    f"credential {name!r}{suggest(name, kv)}",
+                    f"credential {name!r}{did_you_mean(name, kv)}",
                 )
         for step_id, value in _mapping(raw.get("steps")).items():
             path = (*base, "steps", step_id)
@@ -177,7 +178,8 @@ class _Checker:
                 self.add(
                     (*path, "hosts", host),
                     f"{self.where((*path, 'hosts', host))}: host {host!r} is not one of the "
-                    f"hosts of target {target!r} ({', '.join(allowed)}){suggest(host, allowed)}",
+                    f"hosts of target {target!r} ({', '.join(allowed)})"
+                    f"{did_you_mean(host, allowed)}",
                 )
 
     def check_inputs(self, base: DocPath, full: Mapping[str, Any], raw: Mapping[str, Any]) -> None:
@@ -209,7 +211,7 @@ class _Checker:
                 self.add(
                     path,
                     f"{self.where(path)}: step {step_id!r} has no output {output!r}"
-                    f"{suggest(output, step.outputs) or f' (outputs: {list(step.outputs)})'}",
+                    f"{did_you_mean(output, step.outputs) or f' (outputs: {list(step.outputs)})'}",
                 )
         for step_id in _mapping(expect.get("steps")):
             self.step((*base, "expect", "steps", step_id), step_id)

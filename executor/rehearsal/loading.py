@@ -21,7 +21,8 @@ from executor.loader import Document, load_document
 from executor.model import Runbook
 from executor.rehearsal.checks import semantic_issues
 from executor.rehearsal.scenario import Scenario, build_scenario, merged
-from executor.rehearsal.schema import schema_issues, suggest
+from executor.rehearsal.schema import schema_issues
+from executor.schema_words import did_you_mean
 
 _KIND_LINE = re.compile(rb"^kind:\s*['\"]?Scenarios['\"]?\s*(#.*)?$", re.MULTILINE)
 _YAML = (".yaml", ".yml")
@@ -99,7 +100,7 @@ class RunbookFinder:
         found = f" (found: {', '.join(known)})" if known else ""
         raise NotFound(
             f"no runbook {ref!r} beside {beside}, in its parent or in the catalog"
-            f"{suggest(name, known) or found}",
+            f"{did_you_mean(name, known) or found}",
             hint="runbook validate " + " ".join(broken) if broken else None,
         )
 

@@ -11,20 +11,27 @@ only ``alert.*``, and a ``mode`` no stronger than the runbook's own
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from functools import cache
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 from jsonschema.exceptions import ValidationError
 
-from executor import expressions
+from executor import expressions, schema_words
 from executor.errors import ExpressionError, Issue, NotFound, RunbookError, ValidationFailed
 from executor.loader import DocPath, Document, load_document, parse_document
 from executor.model import Automation, Runbook, parse_duration
+from executor.schema_words import (
+    Found,
+    allowed_keys,
+    missing_keys,
+    one_of,
+    positioned,
+    title,
+    type_words,
+    unknown_keys,
+)
 from executor.triggers.matchers import Matcher, MatcherError, parse_matcher
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schemas" / "routes.schema.json"
@@ -159,26 +166,9 @@ def build_table(document: Document) -> RouteTable:
 # --------------------------------------------------------------------------- schema
 
 
-@cache
 def schema() -> Mapping[str, Any]:
-    with open(SCHEMA_PATH, encoding="utf-8") as handle:
-        loaded: dict[str, Any] = json.load(handle)
-    return loaded
-
-
-@cache
-def _validator() -> jsonschema.protocols.Validator:
-    return jsonschema.Draft202012Validator(schema())
-
-
-_TYPES = {
-    "string": "a string",
-    "integer": "an integer",
-    "number": "a number",
-    "boolean": "true or false",
-    "array": "a list",
-    "object": "a mapping",
-}
+    """The routes JSON Schema, loaded once."""
+    return schema_words.load_schema(SCHEMA_PATH)
 
 
 def _label(path: DocPath, data: Any) -> str:
@@ -198,60 +188,46 @@ def _label(path: DocPath, data: Any) -> str:
     return ".".join(parts) or "the file"
 
 
-def _schema_message(error: ValidationError, data: Any) -> tuple[DocPath, str, bool]:
-    """(where, what to fix, point at the key) for one JSON Schema error."""
+def _schema_message(error: ValidationError, data: Any) -> list[Found]:
+    """What to fix, where, for one JSON Schema error (whole: routes name no oneOf branch)."""
     path: DocPath = tuple(error.absolute_path)
     where = _label(path, data)
     kind = error.validator
     if kind == "required":
-        missing = str(error.message).split("'")[1]
-        return path, f"{where}: '{missing}' is required", False
+        return [Found(path, f"{where}: '{key}' is required") for key in missing_keys(error)]
     if kind == "additionalProperties":
-        known = sorted((error.schema.get("properties") or {}).keys())  # type: ignore[union-attr]
-        extra = sorted(set(error.instance) - set(known))
+        known = sorted(allowed_keys(error))
+        extra = sorted(unknown_keys(error))
         key = extra[0] if extra else ""
-        return (
-            (*path, key),
-            f"{where}: unknown key {key!r} (allowed: {', '.join(known)})",
-            True,
-        )
+        message = f"{where}: unknown key {key!r} (allowed: {one_of(known)})"
+        return [Found((*path, key), message, key=True)]
     if kind == "const":
-        return path, f"{where} must be {error.validator_value!r}, not {error.instance!r}", False
+        return [Found(path, f"{where} must be {error.validator_value!r}, not {error.instance!r}")]
     if kind == "enum":
-        choices = ", ".join(str(c) for c in error.validator_value)  # type: ignore[union-attr]
-        return path, f"{where} must be one of {choices}, not {error.instance!r}", False
+        choices = one_of(error.validator_value)  # type: ignore[arg-type]
+        return [Found(path, f"{where} must be one of {choices}, not {error.instance!r}")]
     if kind == "type":
-        wanted = error.validator_value
-        words = " or ".join(
-            _TYPES.get(w, w) for w in (wanted if isinstance(wanted, list) else [wanted])
-        )
-        return path, f"{where} must be {words}, not {type(error.instance).__name__}", False
-    if kind == "anyOf" and error.schema.get("title") == "duration":  # type: ignore[union-attr]
-        return path, f"{where}: {error.instance!r} is not a duration (write 90s, 15m, 1h)", False
+        words = type_words(error.validator_value)
+        return [Found(path, f"{where} must be {words}, not {type(error.instance).__name__}")]
+    if kind == "anyOf" and title(error) == "duration":
+        return [Found(path, f"{where}: {error.instance!r} is not a duration (write 90s, 15m, 1h)")]
     if kind == "pattern" and path and path[-1] == "name":
-        return (
-            path,
-            f"{where}: use lowercase letters, digits and '-' (got {error.instance!r})",
-            False,
-        )
+        message = f"{where}: use lowercase letters, digits and '-' (got {error.instance!r})"
+        return [Found(path, message)]
     if kind == "pattern" and path and path[-1] == "runbook":
-        return (
-            path,
-            f"{where}: write a runbook name or name@version (got {error.instance!r})",
-            False,
-        )
+        message = f"{where}: write a runbook name or name@version (got {error.instance!r})"
+        return [Found(path, message)]
     if kind == "minItems":
-        return path, f"{where} needs at least {error.validator_value} item(s)", False
-    return path, f"{where}: {error.message}", False
+        return [Found(path, f"{where} needs at least {error.validator_value} item(s)")]
+    return [Found(path, f"{where}: {error.message}")]
 
 
 def _schema_issues(doc: Document) -> list[Issue]:
-    out = []
-    for error in _validator().iter_errors(doc.data):
-        path, message, key = _schema_message(error, doc.data)
-        line, column = doc.position(path, key=key)
-        out.append(Issue(doc.path, line, column, message, code=f"schema-{error.validator}"))
-    return out
+    return [
+        issue
+        for error in schema_words.validator_for(SCHEMA_PATH).iter_errors(doc.data)
+        for issue in positioned(doc, _schema_message(error, doc.data), f"schema-{error.validator}")
+    ]
 
 
 # --------------------------------------------------------------------------- meaning
@@ -291,7 +267,8 @@ def _semantic_issues(doc: Document, lookup: RunbookLookup | None) -> Iterator[Is
                 )
             else:
                 seen[name] = doc.position((*base, "name"))[0]
-        for position, text in enumerate(raw.get("match") or []):
+        matchers = raw.get("match")
+        for position, text in enumerate(matchers if isinstance(matchers, list) else []):
             if isinstance(text, str):
                 try:
                     parse_matcher(text)
