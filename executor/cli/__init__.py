@@ -11,7 +11,15 @@ import sys
 
 import click
 
-from executor.cli import auditcmd, formats, runs, serve, testcmd  # noqa: F401  (register commands)
+from executor.cli import (  # noqa: F401  (register commands)
+    auditcmd,
+    formats,
+    gameday,
+    runs,
+    sandboxcmd,
+    serve,
+    testcmd,
+)
 from executor.cli.app import cli
 from executor.errors import RunbookError
 
