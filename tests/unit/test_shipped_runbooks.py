@@ -32,13 +32,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from executor.catalog import looks_like_runbook
 import yaml
 
 from executor import conductor as cd
 from executor import expressions
-from executor.catalog import Catalog
+from executor.catalog import Catalog, looks_like_runbook
 from executor.graph import Graph
 from executor.lint import lint_document
 from executor.loader import load_document
