@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+from functools import cache
 from pathlib import Path
 
 import click
@@ -20,6 +22,8 @@ from executor.catalog import (
 from executor.cli.app import AppContext, cli, json_option, pass_app
 from executor.diagram import FORMATS, RENDERERS
 from executor.errors import Issue, ValidationFailed
+from executor.gameday import load_plan
+from executor.gameday.schema import schema as plan_schema
 from executor.lint import lint_document
 from executor.loader import load_document
 from executor.triggers.routes import is_routes_document, validate_routes_document
@@ -29,12 +33,14 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def _collect(
-    paths: tuple[Path, ...], catalog_root: Path | None = None
+    paths: tuple[Path, ...], catalog_root: Path | None, plans_against: Path
 ) -> list[tuple[Entry | None, list[Issue]]]:
     """Validate files and directories; a directory is a catalog with cross-file checks.
 
     Routes files (``kind: Routes``, or named routes.yaml/.yml) are checked as routes,
-    against the catalog they sit in (or ``catalog_root``).
+    against the catalog they sit in (or ``catalog_root``). Game day plans
+    (``kind: GameDay``) are checked as ``runbook gameday`` would load them, against
+    the catalog ``plans_against``: they live apart from the runbooks they drill.
     """
     results: list[tuple[Entry | None, list[Issue]]] = []
     for path in paths:
@@ -47,14 +53,54 @@ def _collect(
             routes = [p for p in _routes_files(path) if not looks_like_runbook(p)]
             for routes_file in routes:
                 results.append(_routes_entry(routes_file, catalog))
-            if not catalog.entries and not routes:
-                err.print(f"[yellow]warning:[/] no runbook files under {path}")
+            plans = [p for p in _plan_files(path) if p not in routes]
+            for plan_file in plans:
+                results.append(_plan_entry(plan_file, plans_against))
+            if not catalog.entries and not routes and not plans:
+                err.print(
+                    f"[yellow]warning:[/] no runbook, routes or game day plan files under {path}"
+                )
         elif is_routes_document(path) and not looks_like_runbook(path):
             results.append(_routes_entry(path, _catalog_for(path, catalog_root)))
+        elif is_plan_document(path):
+            results.append(_plan_entry(path, plans_against))
         else:
             entry = check_file(path)
             results.append((entry, list(entry.issues)))
     return results
+
+
+@cache
+def _plan_kind_line() -> re.Pattern[bytes]:
+    """A top-level ``kind:`` line naming the plan kind (the schema's ``kind`` const)."""
+    kind = re.escape(str(plan_schema()["properties"]["kind"]["const"]).encode())
+    return re.compile(rb"^kind:\s*['\"]?" + kind + rb"['\"]?\s*(#.*)?$", re.MULTILINE)
+
+
+def is_plan_document(path: Path) -> bool:
+    """A game day plan: ``kind: GameDay`` at the top level (cheap: the head of the file)."""
+    try:
+        head = path.read_bytes()[:65536]
+    except OSError:
+        return False
+    return bool(_plan_kind_line().search(head)) and not looks_like_runbook(path)
+
+
+def _plan_files(root: Path) -> list[Path]:
+    return [
+        p
+        for p in sorted(root.rglob("*"))
+        if p.suffix in (".yaml", ".yml") and p.is_file() and is_plan_document(p)
+    ]
+
+
+def _plan_entry(path: Path, catalog: Path) -> tuple[Entry, list[Issue]]:
+    """A plan's problems: its structure, then the runbook, inputs and route it relies on."""
+    try:
+        plan = load_plan(path, catalog=catalog)
+    except ValidationFailed as failed:
+        return Entry(path=path, document=None, runbook=None), list(failed.issues)
+    return Entry(path=path, document=plan.document, runbook=None), []
 
 
 def _routes_files(root: Path) -> list[Path]:
@@ -100,13 +146,15 @@ def _paths_argument(func):  # type: ignore[no-untyped-def]
 @json_option
 @pass_app
 def validate(app: AppContext, paths: tuple[Path, ...], as_json: bool) -> None:
-    """Check runbook files, routes files or catalog directories; report every problem.
+    """Check runbooks, routes files, game day plans or directories; report every problem.
 
     Each problem is printed as FILE:LINE:COL: message. A directory is checked
     as a catalog too: a name@version defined twice with different content, or
     a locked version edited without a version bump, is an error. A routes file
     (kind: Routes, or named routes.yaml or routes.yml) is checked against the catalog: the
-    runbooks it names, their inputs and automation level.
+    runbooks it names, their inputs and automation level. A game day plan
+    (kind: GameDay) is checked as `runbook gameday` loads it, against --catalog:
+    the runbook it starts, its inputs, approval steps and the route for its alert.
 
     \b
     Exit codes: 0 all valid, 1 at least one problem, 2 usage error.
@@ -115,8 +163,9 @@ def validate(app: AppContext, paths: tuple[Path, ...], as_json: bool) -> None:
     Examples:
       runbook validate runbooks/
       runbook validate runbooks/disk-pressure.yaml --json
+      runbook validate gamedays/
     """
-    results = _collect(paths, app.settings.catalog)
+    results = _collect(paths, app.settings.catalog, app.settings.catalog)
     bad = [(e, issues) for e, issues in results if any(i.severity == "error" for i in issues)]
     if as_json:
         payload = {
@@ -151,7 +200,8 @@ def validate(app: AppContext, paths: tuple[Path, ...], as_json: bool) -> None:
 @_paths_argument
 @click.option("--strict", is_flag=True, help="Exit 1 when there is any warning.")
 @json_option
-def lint(paths: tuple[Path, ...], strict: bool, as_json: bool) -> None:
+@pass_app
+def lint(app: AppContext, paths: tuple[Path, ...], strict: bool, as_json: bool) -> None:
     """Warn about runbooks that are valid but risky.
 
     Warnings: a mutating step (ssh, ansible, local) with no rollback and no
@@ -166,7 +216,7 @@ def lint(paths: tuple[Path, ...], strict: bool, as_json: bool) -> None:
     Example:
       runbook lint --strict runbooks/
     """
-    results = _collect(paths)
+    results = _collect(paths, None, app.settings.catalog)
     report = []
     errors = warnings = 0
     for entry, issues in results:
