@@ -41,6 +41,10 @@ class CancelToken:
         return self._event.wait(timeout)
 
 
+UNKNOWN_RC = 255
+"""The rc of a host that never ran the command or lost its status (as ssh reports it)."""
+
+
 @dataclass(frozen=True)
 class HostResult:
     """What one host did for one step."""
@@ -75,6 +79,52 @@ class ActionResult:
     data: Mapping[str, Any] = field(default_factory=dict)  # e.g. http status/json
     cancelled: bool = False
     timed_out: bool = False
+
+    @classmethod
+    def from_hosts(
+        cls,
+        results: Sequence[HostResult],
+        *,
+        data: Mapping[str, Any] | None = None,
+        cancelled: bool = False,
+        timed_out: bool = False,
+    ) -> ActionResult:
+        """The step's result from its hosts': ok only if every host is ok.
+
+        ``rc`` is the worst exit status, ``UNKNOWN_RC`` if a host has none (it
+        never ran the command, or the connection was lost); ``stdout``/``stderr``
+        are the host's own when there is exactly one host; ``error`` names every
+        host that failed. SSH, Ansible and rehearsals all build results this
+        way, so a scenario's expectations mean the same as production's.
+        """
+        failed = [r for r in results if not r.ok]
+        if not results:
+            rc = None
+        elif any(r.rc is None for r in results):
+            rc = UNKNOWN_RC
+        else:
+            rc = max(r.rc for r in results if r.rc is not None)
+        only = results[0] if len(results) == 1 else None
+        error = None
+        if failed:
+            shown = "; ".join(f"{r.host}: {r.error or 'failed'}" for r in failed[:10])
+            more = f"; and {len(failed) - 10} more" if len(failed) > 10 else ""
+            error = f"{len(failed)} of {len(results)} host(s) failed: {shown}{more}"
+        return cls(
+            ok=bool(results) and not failed,
+            rc=rc,
+            stdout=only.stdout if only else "",
+            stderr=only.stderr if only else "",
+            error=error,
+            hosts={r.host: r for r in results},
+            data={
+                "hosts_failed": [r.host for r in failed],
+                "hosts_cut_off": [r.host for r in results if r.cut_off],
+                **(data or {}),
+            },
+            cancelled=cancelled,
+            timed_out=timed_out,
+        )
 
     def as_context(self) -> dict[str, Any]:
         """The ``result`` object that ``outputs``, ``assert`` and ``until`` see."""

@@ -68,9 +68,6 @@ from executor.errors import ActionError, RunbookError
 from executor.model import SshAction, format_duration
 from executor.ports import ActionRequest, ActionResult, CancelToken, HostResult
 
-UNKNOWN_RC = 255
-"""The step's ``rc`` when a host never ran the command or its status is lost (as ssh(1))."""
-
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 _RECV = 32 * 1024
 _SUDO_PASSWORD = ("a password is required", "a terminal is required", "no tty present")
@@ -191,43 +188,8 @@ def aggregate(
     cancelled: bool = False,
     timed_out: bool = False,
 ) -> ActionResult:
-    """The step's result from its hosts': ok only if every host is ok.
-
-    ``rc`` is the worst exit status, ``UNKNOWN_RC`` if a host has none (it
-    never ran the command, or the connection was lost); ``stdout``/``stderr``
-    are the host's own when there is exactly one host; ``error`` names every
-    host that failed.
-    """
-    hosts = {r.host: r for r in results}
-    failed = [r for r in results if not r.ok]
-    if not results:
-        rc = None
-    elif any(r.rc is None for r in results):
-        rc = UNKNOWN_RC
-    else:
-        rc = max(r.rc for r in results if r.rc is not None)
-    only = results[0] if len(results) == 1 else None
-    error = None
-    if failed:
-        shown = "; ".join(f"{r.host}: {r.error or 'failed'}" for r in failed[:10])
-        more = f"; and {len(failed) - 10} more" if len(failed) > 10 else ""
-        error = f"{len(failed)} of {len(results)} host(s) failed: {shown}{more}"
-    merged = {
-        "hosts_failed": [r.host for r in failed],
-        "hosts_cut_off": [r.host for r in results if r.cut_off],
-        **(data or {}),
-    }
-    return ActionResult(
-        ok=bool(results) and not failed,
-        rc=rc,
-        stdout=only.stdout if only else "",
-        stderr=only.stderr if only else "",
-        error=error,
-        hosts=hosts,
-        data=merged,
-        cancelled=cancelled,
-        timed_out=timed_out,
-    )
+    """The step's result from its hosts' (see ``ActionResult.from_hosts``)."""
+    return ActionResult.from_hosts(results, data=data, cancelled=cancelled, timed_out=timed_out)
 
 
 def command_error(rc: int | None, stderr: str, *, sudo: bool, user: str) -> str:

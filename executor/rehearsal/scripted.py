@@ -22,11 +22,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from executor.model import HttpAction, LogAction, WaitAction, format_duration
-from executor.ports import ActionRequest, ActionResult, AuditRecord, CancelToken, HostResult
+from executor.ports import (
+    UNKNOWN_RC,
+    ActionRequest,
+    ActionResult,
+    AuditRecord,
+    CancelToken,
+    HostResult,
+)
 from executor.rehearsal.scenario import HostOutcome, Result, Scenario
 from executor.rehearsal.world import SimulatedClock
 
-SIMULATED_RC_UNREACHABLE = 255
+SIMULATED_RC_UNREACHABLE = UNKNOWN_RC
 """What ssh itself exits with when it cannot reach the host."""
 
 
@@ -193,33 +200,8 @@ def _failure(out: HostOutcome) -> str:
 
 
 def aggregate(results: list[HostResult], *, timed_out: bool = False) -> ActionResult:
-    """The step's result from its hosts', the way the ssh and ansible runners build it."""
-    failed = [r for r in results if not r.ok]
-    if not results:
-        rc = None
-    elif any(r.rc is None for r in results):
-        rc = SIMULATED_RC_UNREACHABLE
-    else:
-        rc = max(r.rc for r in results if r.rc is not None)
-    only = results[0] if len(results) == 1 else None
-    error = None
-    if failed:
-        shown = "; ".join(f"{r.host}: {r.error or 'failed'}" for r in failed[:10])
-        error = f"{len(failed)} of {len(results)} host(s) failed: {shown}"
-    return ActionResult(
-        ok=bool(results) and not failed,
-        rc=rc,
-        stdout=only.stdout if only else "",
-        stderr=only.stderr if only else "",
-        error=error,
-        hosts={r.host: r for r in results},
-        data={
-            "hosts_failed": [r.host for r in failed],
-            "hosts_cut_off": [r.host for r in results if r.cut_off],
-            "simulated": True,
-        },
-        timed_out=timed_out,
-    )
+    """The step's result from its hosts', built exactly as the ssh and ansible runners do."""
+    return ActionResult.from_hosts(results, data={"simulated": True}, timed_out=timed_out)
 
 
 class SimulatedWait:

@@ -21,7 +21,6 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from paramiko.ssh_exception import NoValidConnectionsError
 
 from executor.actions.ssh import (
-    UNKNOWN_RC,
     SshRunner,
     aggregate,
     command_error,
@@ -45,7 +44,7 @@ from executor.actions.sshconn import (
 )
 from executor.errors import ActionError
 from executor.model import LocalAction, SshAction
-from executor.ports import ActionRequest, CancelToken, HostResult, IssuedCredential
+from executor.ports import UNKNOWN_RC, ActionRequest, CancelToken, HostResult, IssuedCredential
 
 # --------------------------------------------------------------------------- helpers
 
