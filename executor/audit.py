@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import hashlib
 import json
 import math
 import os
@@ -40,16 +39,21 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from enum import Enum
 from pathlib import Path
 from typing import Any, NoReturn
 
 from executor.errors import AuditWriteError, RunbookError
-from executor.ports import AuditRecord, Clock
+from executor.ports import (
+    AUDIT_GENESIS,
+    AuditRecord,
+    Clock,
+    audit_canonical,
+    audit_record_hash,
+    audit_timestamp,
+)
 
-GENESIS = "0" * 64
-"""The ``prev`` of the first record."""
+GENESIS = AUDIT_GENESIS
 
 HEAD_SUFFIX = ".head"
 RECORD_FIELDS = frozenset(AuditRecord.__dataclass_fields__)
@@ -85,22 +89,9 @@ class VerifyReport:
         return f"TAMPERED OR DAMAGED: {self.reason}"
 
 
-def canonical(value: Mapping[str, Any]) -> bytes:
-    """The one byte form that is hashed: sorted keys, no spaces, UTF-8."""
-    return json.dumps(
-        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    ).encode("utf-8")
-
-
-def record_hash(record: Mapping[str, Any]) -> str:
-    """sha256 of the record without its own ``hash`` field."""
-    body = {k: v for k, v in record.items() if k != "hash"}
-    return hashlib.sha256(canonical(body)).hexdigest()
-
-
-def format_ts(epoch: float) -> str:
-    """UTC, ISO-8601, microseconds, ``Z``: sortable and unambiguous across hosts."""
-    return datetime.fromtimestamp(epoch, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+canonical = audit_canonical
+record_hash = audit_record_hash
+format_ts = audit_timestamp
 
 
 def head_path_for(path: Path) -> Path:

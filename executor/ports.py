@@ -8,9 +8,12 @@ them). A rehearsal plugs in scripted actions and a fake clock instead.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Protocol, runtime_checkable
 
 from executor.model import Action, CredentialSpec
@@ -214,6 +217,32 @@ class AuditRecord:
     data: Mapping[str, Any]
     prev: str
     hash: str
+
+
+AUDIT_GENESIS = "0" * 64
+"""The ``prev`` of the first audit record."""
+
+
+def audit_canonical(value: Mapping[str, Any]) -> bytes:
+    """The one byte form of a record that is hashed: sorted keys, no spaces, UTF-8.
+
+    Defined here, beside ``AuditRecord``, so every ``AuditSink`` (the JSON Lines
+    file, a rehearsal's memory) chains records the same way.
+    """
+    return json.dumps(
+        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    ).encode("utf-8")
+
+
+def audit_record_hash(record: Mapping[str, Any]) -> str:
+    """sha256 of the record without its own ``hash`` field."""
+    body = {k: v for k, v in record.items() if k != "hash"}
+    return hashlib.sha256(audit_canonical(body)).hexdigest()
+
+
+def audit_timestamp(epoch: float) -> str:
+    """UTC, ISO-8601, microseconds, ``Z``: sortable and unambiguous across hosts."""
+    return datetime.fromtimestamp(epoch, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 class AuditSink(Protocol):

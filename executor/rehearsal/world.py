@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import copy
 import datetime
-import hashlib
 import json
 import re
 import threading
@@ -21,7 +20,13 @@ from typing import Any
 
 from executor.errors import ApprovalRefused, NotFound, StoreError
 from executor.model import CredentialSpec
-from executor.ports import AuditRecord, CancelToken, IssuedCredential
+from executor.ports import (
+    AUDIT_GENESIS,
+    AuditRecord,
+    CancelToken,
+    IssuedCredential,
+    audit_record_hash,
+)
 
 EPOCH = 1_767_225_600.0
 """2026-01-01T00:00:00Z: where every rehearsal's clock starts, so runs are reproducible."""
@@ -86,7 +91,7 @@ class MemoryAudit:
     ) -> AuditRecord:
         with self._lock:
             seq = len(self._records) + 1
-            prev = self._records[-1].hash if self._records else "0" * 64
+            prev = self._records[-1].hash if self._records else AUDIT_GENESIS
             body = {
                 "seq": seq,
                 "ts": _iso(self.clock.now()),
@@ -99,10 +104,7 @@ class MemoryAudit:
                 "data": dict(data or {}),
                 "prev": prev,
             }
-            digest = hashlib.sha256(
-                json.dumps(body, sort_keys=True, separators=(",", ":"), default=str).encode()
-            ).hexdigest()
-            record = AuditRecord(**body, hash=digest)
+            record = AuditRecord(**body, hash=audit_record_hash(body))
             self._records.append(record)
         for listener in self.listeners:
             listener(record)
@@ -114,6 +116,7 @@ class MemoryAudit:
 
 
 def _iso(epoch: float) -> str:
+    """Milliseconds are enough on a simulated clock, and keep scenario output short."""
     moment = datetime.datetime.fromtimestamp(epoch, tz=datetime.UTC)
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
