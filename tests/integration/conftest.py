@@ -10,10 +10,12 @@ certificates for it.
 from __future__ import annotations
 
 import io
+import multiprocessing
 import os
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 
 import paramiko
@@ -113,3 +115,24 @@ def sandbox_identity(
         return Identity(key_file, pair.public_openssh, cert)
 
     return make
+
+
+FORK = multiprocessing.get_context("fork")  # cheap: no re-import per worker
+
+
+@pytest.fixture
+def start() -> Iterator[Callable[..., BaseProcess]]:
+    """Start forked worker processes; whatever is still alive at the end is killed."""
+    started: list[BaseProcess] = []
+
+    def _start(target: Callable[..., None], *args: object) -> BaseProcess:
+        process = FORK.Process(target=target, args=args)
+        process.start()
+        started.append(process)
+        return process
+
+    yield _start
+    for process in started:
+        if process.is_alive():
+            process.kill()
+        process.join(timeout=10)

@@ -30,24 +30,6 @@ CTX = multiprocessing.get_context("fork")  # cheap: no re-import per worker
 
 
 @pytest.fixture
-def start() -> Iterator[Callable[..., BaseProcess]]:
-    """Start worker processes; whatever is still alive at the end is stopped."""
-    started: list[BaseProcess] = []
-
-    def _start(target: Callable[..., None], *args: object) -> BaseProcess:
-        process = CTX.Process(target=target, args=args)
-        process.start()
-        started.append(process)
-        return process
-
-    yield _start
-    for process in started:
-        if process.is_alive():
-            process.kill()
-        process.join(timeout=10)
-
-
-@pytest.fixture
 def tmpfs(tmp_path: Path) -> Iterator[Callable[[str], Path]]:
     """Mount small tmpfs filesystems under tmp_path; unmounted at teardown."""
     mounted: list[Path] = []

@@ -24,24 +24,6 @@ CTX = multiprocessing.get_context("fork")  # cheap: no re-import per worker
 
 
 @pytest.fixture
-def start() -> Iterator[Callable[..., BaseProcess]]:
-    """Start worker processes; whatever is still alive at the end is stopped."""
-    started: list[BaseProcess] = []
-
-    def _start(target: Callable[..., None], *args: object) -> BaseProcess:
-        process = CTX.Process(target=target, args=args)
-        process.start()
-        started.append(process)
-        return process
-
-    yield _start
-    for process in started:
-        if process.is_alive():
-            process.terminate()
-        process.join(timeout=10)
-
-
-@pytest.fixture
 def popen() -> Iterator[Callable[[str], subprocess.Popen[str]]]:
     """Run a Python snippet in its own interpreter; killed at teardown if still running."""
     children: list[subprocess.Popen[str]] = []
